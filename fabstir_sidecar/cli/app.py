@@ -1,0 +1,43 @@
+"""``fabstir-sidecar``: the command-line entry point (typer). Thin: parse, call the API, print."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..logs import LogFormat, setup_logging
+from . import daemon_cmd, demo_cmd, node_cmd
+
+app = typer.Typer(
+    name="fabstir-sidecar",
+    help="libp2p networking for the Fabstir LLM marketplace, through a real p2pd daemon.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(daemon_cmd.app, name="daemon")
+app.command("node")(node_cmd.node)
+app.command("send")(node_cmd.send)
+app.command("peers")(node_cmd.peers)
+app.command("identity")(node_cmd.identity)
+app.command("demo")(demo_cmd.demo)
+
+
+@app.callback()
+def _global(
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", envvar="FABSTIR_LOG_LEVEL", help="debug, info, warning, error"),
+    ] = "warning",
+    log_format: Annotated[
+        str, typer.Option("--log-format", envvar="FABSTIR_LOG_FORMAT", help="logfmt or json")
+    ] = "logfmt",
+) -> None:
+    """Logs go to stderr (structured); stdout carries results and JSON-lines events."""
+    fmt: LogFormat = "json" if log_format.lower() == "json" else "logfmt"
+    setup_logging(log_level, fmt)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,72 @@
+"""Options shared by the commands that start a node, and turning them into a NodeConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..config import NodeConfig
+
+ListenOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--listen", "-l", help="Listen multiaddr (repeatable). Default /ip4/127.0.0.1/tcp/0."
+    ),
+]
+BootstrapOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--bootstrap", "-b", help="Bootstrap peer multiaddr ending in /p2p/<id> (repeatable)."
+    ),
+]
+IdentityOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity", help="Private key file (created if missing): same peer ID across restarts."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON lines on stdout.")]
+P2pdOpt = Annotated[str | None, typer.Option("--p2pd", help="Path of the p2pd binary to use.")]
+AttachOpt = Annotated[
+    str | None,
+    typer.Option("--attach", help="Use an already running p2pd at this control multiaddr."),
+]
+DhtOpt = Annotated[bool | None, typer.Option("--dht/--no-dht", help="Enable the DHT.")]
+DhtModeOpt = Annotated[str | None, typer.Option("--dht-mode", help="auto, server or client.")]
+MaxConnOpt = Annotated[
+    int | None, typer.Option("--max-connections", help="Connection manager high water.")
+]
+TimeoutMsOpt = Annotated[
+    int | None,
+    typer.Option("--connection-timeout", help="Connection/read timeout in milliseconds."),
+]
+
+
+def node_config(
+    *,
+    listen: list[str] | None,
+    bootstrap: list[str] | None,
+    identity: Path | None,
+    p2pd: str | None,
+    attach: str | None = None,
+    dht: bool | None = None,
+    dht_mode: str | None = None,
+    max_connections: int | None = None,
+    connection_timeout_ms: int | None = None,
+    **extra: Any,
+) -> NodeConfig:
+    """Flags over environment over defaults (``None`` = flag not given)."""
+    return NodeConfig.load(
+        listen=tuple(listen) if listen else None,
+        bootstrap=tuple(bootstrap) if bootstrap else None,
+        identity_file=identity,
+        p2pd_path=p2pd,
+        control_addr=attach,
+        enable_dht=dht,
+        dht_mode=dht_mode,
+        max_connections=max_connections,
+        connection_timeout=None if connection_timeout_ms is None else connection_timeout_ms / 1000,
+        **extra,
+    )

@@ -1,0 +1,1 @@
+"""Everything about the go-libp2p-daemon (p2pd) process: binary, identity, control."""

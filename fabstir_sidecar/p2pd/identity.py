@@ -1,0 +1,129 @@
+"""libp2p Ed25519 identity key files, in the format p2pd's ``-id`` flag reads.
+
+The file is a marshalled libp2p ``PrivateKey`` protobuf (type Ed25519) whose data is
+the 32-byte seed followed by the 32-byte public key, as go-libp2p writes it. The peer
+id is the base58btc identity multihash of the marshalled ``PublicKey`` (keys this small
+are inlined, not hashed), which gives the familiar ``12D3KooW...`` strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from Crypto.PublicKey import ECC
+from p2pclient.libp2p_stubs.crypto.pb import crypto_pb2
+
+from fabstir_sidecar.errors import ConfigError
+
+_OPTION = "identity key file"
+_SEED_LEN = 32
+_PUB_LEN = 32
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_IDENTITY_MULTIHASH = 0x00
+
+
+def _b58encode(data: bytes) -> str:
+    number = int.from_bytes(data, "big")
+    out = []
+    while number:
+        number, rem = divmod(number, 58)
+        out.append(_B58_ALPHABET[rem])
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * zeros + "".join(reversed(out))
+
+
+def _public_key(seed: bytes) -> bytes:
+    # pycryptodome's stub types construct()'s keywords as str | int; seed takes bytes.
+    key = ECC.construct(curve="Ed25519", seed=seed)  # type: ignore[arg-type]
+    raw: bytes = key.public_key().export_key(format="raw")
+    return raw
+
+
+def _peer_id(public_key: bytes) -> str:
+    pub = crypto_pb2.PublicKey(key_type=crypto_pb2.Ed25519, data=public_key)
+    marshalled: bytes = pub.SerializeToString()
+    # One-byte varint length is enough: the marshalled Ed25519 key is 36 bytes.
+    return _b58encode(bytes([_IDENTITY_MULTIHASH, len(marshalled)]) + marshalled)
+
+
+def peer_id_from_key_file(path: Path) -> str:
+    """Peer id of the key in ``path``; :class:`ConfigError` naming the file if invalid."""
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(_OPTION, str(path), reason)
+
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise bad(f"cannot read it: {exc.strerror or exc}") from exc
+    key = crypto_pb2.PrivateKey()
+    try:
+        key.ParseFromString(blob)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise bad("not a libp2p private key protobuf") from exc
+    if not key.IsInitialized():
+        raise bad("not a libp2p private key protobuf")
+    if key.key_type != crypto_pb2.Ed25519:
+        raise bad(f"key type is {crypto_pb2.KeyType.Name(key.key_type)}, expected Ed25519")
+    data = bytes(key.data)
+    if len(data) != _SEED_LEN + _PUB_LEN:
+        raise bad(f"Ed25519 key data is {len(data)} bytes, expected {_SEED_LEN + _PUB_LEN}")
+    seed, public = data[:_SEED_LEN], data[_SEED_LEN:]
+    try:
+        derived = _public_key(seed)
+    except ValueError as exc:
+        raise bad(f"invalid Ed25519 seed: {exc}") from exc
+    if derived != public:
+        raise bad("Ed25519 public key does not match the private key")
+    return _peer_id(public)
+
+
+def generate_identity(path: Path) -> str:
+    """Create a new key file at ``path`` (mode 0600) and return its peer id.
+
+    Refuses to replace an existing file (:class:`ConfigError`): losing a key loses
+    the node's identity.
+    """
+    path = Path(path)
+    if path.exists():
+        raise ConfigError(_OPTION, str(path), "already exists; refusing to overwrite it")
+    key = ECC.generate(curve="Ed25519")
+    seed: bytes = key.seed
+    public = _public_key(seed)
+    blob = crypto_pb2.PrivateKey(key_type=crypto_pb2.Ed25519, data=seed + public)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file 0600, so the key is never readable by others.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(blob.SerializeToString())
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            # link() fails if the name exists, so a concurrent creator is never clobbered.
+            os.link(tmp_name, path)
+        except FileExistsError as exc:
+            raise ConfigError(
+                _OPTION, str(path), "already exists; refusing to overwrite it"
+            ) from exc
+        except OSError:
+            # A filesystem without hard links: fall back to rename.
+            os.replace(tmp_name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+    return _peer_id(public)
+
+
+def load_or_create_identity(path: Path) -> str:
+    """Peer id of the key in ``path``, creating a new key there first if there is none."""
+    path = Path(path)
+    if not path.exists():
+        with contextlib.suppress(ConfigError):
+            return generate_identity(path)
+        # Lost a creation race: someone else wrote the file, use theirs.
+    return peer_id_from_key_file(path)

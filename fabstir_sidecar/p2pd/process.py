@@ -1,0 +1,262 @@
+"""Spawn one p2pd process, wait until it is really ready, bridge its logs, stop it.
+
+The only module that starts subprocesses (besides ``pip`` in binary.py). Rules it keeps:
+
+* our flags only: ``-bootstrapPeers`` is always passed (empty included) so p2pd never falls
+  back to the public IPFS bootstrap list, and ``-b`` is never passed (bootstrapping is done
+  from Python, so one unreachable peer is reported instead of killing the daemon);
+* readiness is a real control round trip (the caller's ``ready_check``), not a sleep;
+* stop = SIGTERM, then SIGKILL after a grace period, always under a shielded cancel scope so
+  Ctrl-C or a crashing task cannot skip it; the control socket is removed afterwards;
+* on Linux the child gets ``PR_SET_PDEATHSIG`` (through util-linux ``setpriv``) so that even a
+  SIGKILLed Python process does not leave an orphan daemon behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import anyio.abc
+
+from ..errors import DaemonStartError, DaemonUnavailableError
+from . import logbridge
+from .runtime_dir import remove_socket
+
+log = logging.getLogger(__name__)
+
+DhtMode = Literal["auto", "server", "client"]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSpec:
+    """Everything needed to launch one p2pd; pure data, turned into argv by ``build_argv``."""
+
+    binary: Path
+    control_socket: Path
+    listen: tuple[str, ...]
+    bootstrap: tuple[str, ...] = ()
+    announce: tuple[str, ...] = ()
+    identity_file: Path | None = None
+    enable_dht: bool = True
+    dht_mode: DhtMode = "auto"
+    conn_low: int = 0
+    conn_high: int = 10
+    extra_args: tuple[str, ...] = ()
+
+    def with_listen(self, listen: tuple[str, ...]) -> DaemonSpec:
+        return replace(self, listen=listen)
+
+
+def build_argv(spec: DaemonSpec) -> list[str]:
+    argv = [
+        str(spec.binary),
+        "-listen",
+        f"/unix{spec.control_socket}",
+        "-bootstrapPeers",
+        ",".join(spec.bootstrap),
+        "-connManager",
+        "-connLo",
+        str(spec.conn_low),
+        "-connHi",
+        str(spec.conn_high),
+    ]
+    if spec.listen:
+        argv += ["-hostAddrs", ",".join(spec.listen)]
+    else:
+        argv.append("-noListenAddrs")
+    if spec.announce:
+        argv += ["-announceAddrs", ",".join(spec.announce)]
+    if spec.identity_file is not None:
+        argv += ["-id", str(spec.identity_file)]
+    if spec.enable_dht:
+        argv.append({"auto": "-dht", "server": "-dhtServer", "client": "-dhtClient"}[spec.dht_mode])
+    argv += list(spec.extra_args)
+    return argv
+
+
+def _death_signal_prefix() -> list[str]:
+    """``setpriv --pdeathsig TERM --``: the kernel signals p2pd if our process dies."""
+    if not sys.platform.startswith("linux"):
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
+class DaemonProcess:
+    """One run of p2pd. Not restartable: the supervisor makes a new one for a restart."""
+
+    def __init__(self, spec: DaemonSpec) -> None:
+        self.spec = spec
+        self._proc: anyio.abc.Process | None = None
+        self._exited = anyio.Event()
+        self._stopping = False
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._fatal_lines: list[str] = []
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and not self._exited.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def failure_reason(self) -> str:
+        """The daemon's own words about why it stopped (fatal line, else last log lines)."""
+        if self._fatal_lines:
+            return self._fatal_lines[-1]
+        if self._stderr_tail:
+            return self._stderr_tail[-1]
+        return "no output"
+
+    async def wait_exited(self) -> int | None:
+        await self._exited.wait()
+        return self.returncode
+
+    async def start(
+        self,
+        task_group: anyio.abc.TaskGroup,
+        *,
+        ready_check: Callable[[], Awaitable[object]],
+        timeout: float,
+    ) -> None:
+        """Spawn p2pd and return once ``ready_check`` succeeds against its control socket."""
+        remove_socket(self.spec.control_socket)  # a SIGKILLed predecessor leaves it behind
+        argv = _death_signal_prefix() + build_argv(self.spec)
+        log.debug("spawning p2pd", extra={"argv": argv})
+        try:
+            self._proc = await anyio.open_process(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, not p2pd directly
+            )
+        except OSError as exc:
+            raise DaemonStartError(f"cannot execute {self.spec.binary}: {exc}") from exc
+        task_group.start_soon(self._pump_stdout)
+        task_group.start_soon(self._pump_stderr_and_wait)
+        try:
+            await self._wait_ready(ready_check, timeout)
+        except BaseException:
+            await self.stop(grace=1.0)
+            raise
+        log.info(
+            "p2pd ready",
+            extra={"p2pd_pid": self.pid, "control": str(self.spec.control_socket)},
+        )
+
+    async def _wait_ready(
+        self, ready_check: Callable[[], Awaitable[object]], timeout: float
+    ) -> None:
+        delay = 0.002
+        with anyio.move_on_after(timeout) as scope:
+            while True:
+                if self._exited.is_set():
+                    await self._raise_exited()
+                if self.spec.control_socket.exists():
+                    try:
+                        await ready_check()
+                        return
+                    except (DaemonUnavailableError, OSError):
+                        pass
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        if scope.cancelled_caught:
+            raise DaemonStartError(
+                f"not ready within {timeout:.1f}s (last output: {self.failure_reason()})"
+            )
+
+    async def _raise_exited(self) -> None:
+        # _exited is set only after stderr reached EOF and the exit code was collected,
+        # so the daemon's last words are already in failure_reason().
+        raise DaemonStartError(self.failure_reason(), returncode=self.returncode)
+
+    async def _pump_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for line in _lines(self._proc.stdout):
+            log.debug("p2pd stdout: %s", line, extra={"p2pd_pid": self.pid})
+
+    async def _pump_stderr_and_wait(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None
+        try:
+            async for line in _lines(proc.stderr):
+                parsed = logbridge.parse_log_line(line)
+                self._stderr_tail.append(parsed.message)
+                if parsed.fatal_startup:
+                    self._fatal_lines.append(parsed.message)
+                logbridge.emit(parsed, pid=proc.pid, quiet_shutdown=self._stopping)
+            self.returncode = await proc.wait()
+        finally:
+            self._exited.set()
+        if not self._stopping:
+            log.error(
+                "p2pd exited unexpectedly",
+                extra={
+                    "p2pd_pid": proc.pid,
+                    "returncode": self.returncode,
+                    "reason": self.failure_reason(),
+                },
+            )
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM, wait ``grace`` seconds, SIGKILL; remove the control socket. Idempotent."""
+        self._stopping = True
+        proc = self._proc
+        with anyio.CancelScope(shield=True):
+            if proc is not None and proc.returncode is None:
+                try:
+                    proc.terminate()
+                    with anyio.move_on_after(grace):
+                        await proc.wait()
+                    if proc.returncode is None:
+                        log.warning(
+                            "p2pd ignored SIGTERM, killing it", extra={"p2pd_pid": proc.pid}
+                        )
+                        proc.kill()
+                        with anyio.move_on_after(5):
+                            await proc.wait()
+                except ProcessLookupError:
+                    pass
+            if proc is not None:
+                self.returncode = proc.returncode
+                # Closing the pipes ends the pump tasks even if the daemon's
+                # grandchildren (none expected) still hold them open.
+                for stream in (proc.stdout, proc.stderr):
+                    if stream is not None:
+                        await stream.aclose()
+            remove_socket(self.spec.control_socket)
+
+
+async def _lines(stream: anyio.abc.ByteReceiveStream) -> collections.abc.AsyncIterator[str]:
+    """Yield decoded lines; a partial last line is yielded at EOF. Long lines are split."""
+    buffer = b""
+    while True:
+        try:
+            chunk = await stream.receive(65536)
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            yield raw.decode("utf-8", "replace")
+        if len(buffer) > 1 << 16:
+            yield buffer.decode("utf-8", "replace")
+            buffer = b""
+    if buffer:
+        yield buffer.decode("utf-8", "replace")

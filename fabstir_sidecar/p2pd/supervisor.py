@@ -1,0 +1,260 @@
+"""Keep a node's daemon usable: spawn/restart it (or watch an attached one), gate calls.
+
+``Availability`` is the gate every control request passes: while the daemon is down, calls
+raise ``DaemonUnavailableError`` at once instead of hanging on a dead socket.
+
+``SpawnedDaemon`` owns a p2pd it started: when the process dies unexpectedly it restarts it
+with the same identity (and, where it can, on the same ports, so peers that knew our address
+reconnect), with exponential backoff via tenacity, then calls ``on_restarted`` so the node
+re-registers its protocol handlers and reconnects to its bootstrap peers.
+
+``AttachedDaemon`` uses a daemon someone else runs: it probes it periodically; when it comes
+back after an outage (restarted by its owner) the same ``on_restarted`` hook runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import anyio
+import anyio.abc
+from multiaddr import Multiaddr
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from ..errors import DaemonStartError, DaemonUnavailableError, FabstirError
+from .control import DaemonControl
+from .process import DaemonProcess, DaemonSpec
+
+log = logging.getLogger(__name__)
+
+OnRestarted = Callable[[], Awaitable[None]]
+
+
+class Availability:
+    def __init__(self) -> None:
+        self._reason: str | None = "p2pd is not started"
+        self._permanent = False
+
+    @property
+    def available(self) -> bool:
+        return self._reason is None
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    def up(self) -> None:
+        if not self._permanent:
+            self._reason = None
+
+    def down(self, reason: str, *, permanent: bool = False) -> None:
+        self._reason = reason
+        self._permanent = self._permanent or permanent
+
+    def check(self) -> None:
+        if self._reason is not None:
+            raise DaemonUnavailableError(self._reason)
+
+
+class Daemon(Protocol):
+    availability: Availability
+    restarts: int
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def pin_listen_ports(configured: tuple[str, ...], actual: tuple[str, ...]) -> tuple[str, ...]:
+    """Replace ``/tcp/0`` (or ``/udp/0``) in configured addresses by the port the daemon got.
+
+    Only when exactly one actual address has the same shape, so wildcard hosts (0.0.0.0,
+    which expand to one address per interface) keep their configured form.
+    """
+    pinned = []
+    for conf in configured:
+        shape = _shape(conf)
+        matches = [a for a in actual if shape is not None and _shape(a) == shape]
+        pinned.append(matches[0] if len(matches) == 1 and conf != matches[0] else conf)
+    return tuple(pinned)
+
+
+def _shape(addr: str) -> str | None:
+    try:
+        parts = str(Multiaddr(addr)).split("/")
+    except Exception:
+        return None
+    for i, part in enumerate(parts[:-1]):
+        if part in ("tcp", "udp"):
+            parts[i + 1] = "0"
+    return "/".join(parts)
+
+
+class SpawnedDaemon:
+    def __init__(
+        self,
+        spec: DaemonSpec,
+        *,
+        start_timeout: float,
+        stop_grace: float,
+        restart: bool,
+        on_restarted: OnRestarted,
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+    ) -> None:
+        self.spec = spec
+        self.availability = Availability()
+        self.restarts = 0
+        self._start_timeout = start_timeout
+        self._stop_grace = stop_grace
+        self._restart = restart
+        self._on_restarted = on_restarted
+        self._max_restarts = max_restarts
+        self._restart_window = restart_window
+        self._recent_restarts: list[float] = []
+        self._probe = DaemonControl(f"/unix{spec.control_socket}", request_timeout=2.0)
+        self._proc: DaemonProcess | None = None
+        self._restart_spec = spec
+        self._stopping = False
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._tg = task_group
+        self._proc = await self._spawn(self.spec)
+        _, actual = await self._probe.identify()
+        self._restart_spec = self.spec.with_listen(pin_listen_ports(self.spec.listen, actual))
+        self.availability.up()
+        task_group.start_soon(self._watch)
+
+    async def _spawn(self, spec: DaemonSpec) -> DaemonProcess:
+        assert self._tg is not None
+        proc = DaemonProcess(spec)
+        await proc.start(self._tg, ready_check=self._probe.identify, timeout=self._start_timeout)
+        return proc
+
+    async def _watch(self) -> None:
+        while True:
+            proc = self._proc
+            assert proc is not None
+            returncode = await proc.wait_exited()
+            if self._stopping or proc.stopping:
+                return
+            died = f"p2pd (pid {proc.pid}) exited with code {returncode}: {proc.failure_reason()}"
+            if not self._restart:
+                self.availability.down(f"{died}; restart is disabled", permanent=True)
+                return
+            now = time.monotonic()
+            self._recent_restarts = [
+                t for t in self._recent_restarts if now - t < self._restart_window
+            ]
+            if len(self._recent_restarts) >= self._max_restarts:
+                self.availability.down(
+                    f"{died}; gave up after {self._max_restarts} restarts within "
+                    f"{self._restart_window:.0f}s",
+                    permanent=True,
+                )
+                log.error("p2pd keeps dying, not restarting it again")
+                return
+            self._recent_restarts.append(now)
+            self.availability.down(f"{died}; restarting it")
+            try:
+                self._proc = await self._respawn()
+            except DaemonStartError as exc:
+                self.availability.down(f"{died}; restart failed: {exc.reason}", permanent=True)
+                log.error("p2pd could not be restarted", extra={"error": str(exc)})
+                return
+            self.restarts += 1
+            self.availability.up()
+            log.warning(
+                "p2pd restarted", extra={"p2pd_pid": self._proc.pid, "restarts": self.restarts}
+            )
+            try:
+                await self._on_restarted()
+            except FabstirError as exc:
+                log.error("re-initialising after a p2pd restart failed", extra={"error": str(exc)})
+
+    async def _respawn(self) -> DaemonProcess:
+        specs = [self._restart_spec, self.spec]
+        attempt_no = 0
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(4),
+            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            retry=retry_if_exception_type(DaemonStartError),
+            sleep=anyio.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                # First try the ports we had (peers know them); then what was configured.
+                spec = specs[min(attempt_no, 1)]
+                attempt_no += 1
+                return await self._spawn(spec)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.availability.down("node is stopping", permanent=True)
+        if self._proc is not None:
+            await self._proc.stop(self._stop_grace)
+
+
+class AttachedDaemon:
+    """A daemon we did not start: never stopped by us; probed every ``interval`` seconds."""
+
+    def __init__(
+        self, control_addr: str, *, on_restarted: OnRestarted, interval: float = 2.0
+    ) -> None:
+        self.availability = Availability()
+        self.restarts = 0
+        self._probe = DaemonControl(control_addr, request_timeout=max(1.0, interval))
+        self._on_restarted = on_restarted
+        self._interval = interval
+        self._peer_id: str | None = None
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        try:
+            self._peer_id, _ = await self._probe.identify()
+        except DaemonUnavailableError as exc:
+            raise DaemonStartError(f"cannot attach to p2pd: {exc}") from exc
+        self.availability.up()
+        task_group.start_soon(self._monitor)
+
+    async def _monitor(self) -> None:
+        while True:
+            await anyio.sleep(self._interval)
+            try:
+                peer_id, _ = await self._probe.identify()
+            except FabstirError as exc:
+                if self.availability.available:
+                    log.error("attached p2pd is unreachable", extra={"error": str(exc)})
+                self.availability.down(f"attached p2pd is unreachable: {exc}")
+                continue
+            if not self.availability.available:
+                if peer_id != self._peer_id:
+                    log.warning(
+                        "attached p2pd came back with another peer ID",
+                        extra={"old": self._peer_id, "new": peer_id},
+                    )
+                    self._peer_id = peer_id
+                self.availability.up()
+                self.restarts += 1
+                try:
+                    await self._on_restarted()
+                except FabstirError as exc:
+                    log.error(
+                        "re-initialising after the attached p2pd came back failed",
+                        extra={"error": str(exc)},
+                    )
+
+    async def stop(self) -> None:
+        self.availability.down("node is stopping", permanent=True)

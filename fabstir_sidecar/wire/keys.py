@@ -1,0 +1,63 @@
+"""DHT provider keys (PROTOCOL.md section 4).
+
+A host provides, for every model it serves and for :data:`ANY_HOST_KEY`, the CID v1
+with multicodec ``json`` (0x0200) whose multihash is sha2-256 of the UTF-8 model
+id: the key the TypeScript SDK's ``P2PClient.findProviders`` looks up.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Final
+
+__all__ = [
+    "ANY_HOST_KEY",
+    "CID_VERSION",
+    "JSON_MULTICODEC",
+    "SHA2_256",
+    "encode_uvarint",
+    "model_cid",
+    "model_cid_str",
+]
+
+ANY_HOST_KEY: Final = "llm-inference"
+"""The literal every host provides, whatever models it serves ("any host")."""
+
+CID_VERSION: Final = 1
+JSON_MULTICODEC: Final = 0x0200
+SHA2_256: Final = 0x12
+_SHA2_256_LENGTH: Final = 32
+
+
+def encode_uvarint(value: int) -> bytes:
+    """Unsigned LEB128, the multiformats varint: 0x0200 -> ``80 04``."""
+    if value < 0:
+        raise ValueError(f"a varint is unsigned, got {value}")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def model_cid(model_id: str) -> bytes:
+    """Binary CID v1: varint(1), varint(0x0200), then the sha2-256 multihash."""
+    if not model_id:
+        raise ValueError("a model id must not be empty")
+    try:
+        digest = hashlib.sha256(model_id.encode("utf-8")).digest()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"model id {model_id!r} is not valid Unicode text") from exc
+    multihash = encode_uvarint(SHA2_256) + encode_uvarint(_SHA2_256_LENGTH) + digest
+    return encode_uvarint(CID_VERSION) + encode_uvarint(JSON_MULTICODEC) + multihash
+
+
+def model_cid_str(model_id: str) -> str:
+    """The CID as text: multibase ``b`` + RFC 4648 base32, lower case, no padding."""
+    encoded = base64.b32encode(model_cid(model_id)).decode("ascii")
+    return "b" + encoded.lower().rstrip("=")
