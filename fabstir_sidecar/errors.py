@@ -189,8 +189,9 @@ class RemoteError(ProtocolError):
 
 class JobRejectedError(RemoteError):
     def __init__(self, reason: str, *, peer_id: str | None = None) -> None:
-        self.reason = reason
         super().__init__("rejected", reason, peer_id=peer_id)
+        self.reason = reason
+        self.args = (f"host {peer_id} rejected the job: {reason}",)
 
 
 # --------------------------------------------------------------------- time, retry

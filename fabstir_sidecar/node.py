@@ -40,7 +40,7 @@ from .p2pd.identity import load_or_create_identity
 from .p2pd.process import DaemonSpec
 from .p2pd.runtime_dir import RuntimeDir
 from .p2pd.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
-from .protocols.message import MessageHandler, MessageService, send_message
+from .protocols.message import MessageHandler, MessageService, encode_message, send_message
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class DiscoveryManager:
         )
 
     async def __aenter__(self) -> DiscoveryManager:
+        if self._state is NodeState.CLOSED:
+            raise NodeClosedError()  # as httpx: a closed node is never reopened
         if self._state is NodeState.NEW:
             await self.create_node()
         return self
@@ -321,6 +323,8 @@ class DiscoveryManager:
         multiaddr ending in ``/p2p/<id>``, which is dialed first."""
         control = self._require_control()
         if peer_id.startswith("/"):
+            # Refuse an oversized or unencodable message before dialing anyone.
+            encode_message(message, max_size=self._config.max_message_size)
             peer_id = await self.connect_to_peer(peer_id)
         else:
             peer_id_to_bytes(peer_id)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..logs import LogFormat, setup_logging
-from . import daemon_cmd, demo_cmd, node_cmd
+from . import daemon_cmd, demo_cmd, host_cmd, node_cmd
 
 app = typer.Typer(
     name="fabstir-sidecar",
@@ -21,6 +21,9 @@ app.command("node")(node_cmd.node)
 app.command("send")(node_cmd.send)
 app.command("peers")(node_cmd.peers)
 app.command("identity")(node_cmd.identity)
+app.command("host")(host_cmd.host)
+app.command("job")(host_cmd.job)
+app.command("status")(host_cmd.status)
 app.command("demo")(demo_cmd.demo)
 
 

@@ -104,7 +104,7 @@ class DaemonStream:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            with contextlib.suppress(_SOCKET_ERRORS):
+            with contextlib.suppress(*_SOCKET_ERRORS):
                 await self._sock.aclose()
 
     async def __aenter__(self) -> DaemonStream:

@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[str, Any], Awaitable[None] | None]
 
 
+def encode_message(message: Any, *, max_size: int) -> bytes:
+    """The wire bytes of ``message``; MessageTooLargeError/MalformedMessageError locally."""
+    data = encode_json(message, max_size=None)
+    if len(data) > max_size:
+        raise MessageTooLargeError(len(data), max_size)
+    return data
+
+
 async def send_message(
     control: DaemonControl,
     peer_id: str,
@@ -34,9 +42,7 @@ async def send_message(
     timeout: float,
 ) -> None:
     """Open a stream, write the JSON, close. Raises before dialing if it is too large."""
-    data = encode_json(message, max_size=None)
-    if len(data) > max_size:
-        raise MessageTooLargeError(len(data), max_size)
+    data = encode_message(message, max_size=max_size)
     try:
         with anyio.fail_after(timeout):
             stream = await control.open_stream(peer_id, [protocol], timeout=timeout)

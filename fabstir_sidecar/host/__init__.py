@@ -1,0 +1,1 @@
+"""The host side of the marketplace: serving LLM jobs through a pluggable backend."""

@@ -1,0 +1,19 @@
+"""LLM backends a host serves jobs with: the :class:`Backend` protocol and its implementations.
+
+* :class:`EchoBackend` - deterministic echo of the prompt, for demos and tests.
+* :class:`OpenAIBackend` - any OpenAI-compatible HTTP server (llama.cpp, vLLM, Ollama...).
+"""
+
+from .base import Backend, BackendError, Completion, StreamEnd, TokenStream
+from .echo import EchoBackend
+from .openai import OpenAIBackend
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Completion",
+    "EchoBackend",
+    "OpenAIBackend",
+    "StreamEnd",
+    "TokenStream",
+]

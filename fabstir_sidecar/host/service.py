@@ -1,0 +1,185 @@
+"""The host role: declare models and capacity, answer status, admit and run jobs.
+
+A ``HostService`` sits on a running ``DiscoveryManager`` and registers the framed protocols
+(job, status, discovery, inference) on it, each through the rpc layer with its own limits.
+Admission is here and nowhere else: a model not served is rejected, more than ``max_jobs``
+concurrent jobs is rejected with reason ``busy``; a backend failure is an ``error/internal``
+answer and the host lives on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .. import __version__
+from ..node import DiscoveryManager
+from ..protocols import ids
+from ..protocols.discovery import discovery_handler
+from ..protocols.inference import inference_handler
+from ..protocols.job import JobEvent, job_handler
+from ..protocols.rpc import RpcLimits, serve_requests
+from ..protocols.status import status_handler
+from ..wire.messages import Host, PeerInfo
+from .backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    models: tuple[str, ...]
+    reputation: int = 0
+    location: str | None = None
+    max_jobs: int = 4
+    api_url: str | None = None
+    version: str = __version__
+    job_timeout: float = 300.0  # one deadline for a whole job: read, generate, write
+
+    def __post_init__(self) -> None:
+        from ..errors import ConfigError
+
+        if not self.models:
+            raise ConfigError("models", self.models, "a host must serve at least one model")
+        if self.reputation < 0:
+            raise ConfigError("reputation", self.reputation, "must be >= 0")
+        if self.max_jobs < 1:
+            raise ConfigError("max_jobs", self.max_jobs, "must be >= 1")
+        if self.location is not None and not (
+            len(self.location) == 2 and self.location.isascii() and self.location.isalpha()
+        ):
+            raise ConfigError("location", self.location, "expected an ISO 3166-1 alpha-2 code")
+        if self.location is not None:
+            object.__setattr__(self, "location", self.location.upper())
+
+
+@dataclass(slots=True)
+class HostStats:
+    results: int = 0
+    rejected: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class _AddrCache:
+    addrs: list[str] = field(default_factory=list)
+    fetched_at: float = -1e9
+
+
+class HostService:
+    """Serve jobs on ``node`` with ``backend``. Use ``await host.start()`` once the node runs."""
+
+    ADDR_TTL = 5.0
+
+    def __init__(
+        self,
+        node: DiscoveryManager,
+        config: HostConfig,
+        backend: Backend,
+        *,
+        on_job: Callable[[JobEvent], None] | None = None,
+        known_peers: Callable[[], Sequence[PeerInfo]] | None = None,
+    ) -> None:
+        self.node = node
+        self.config = config
+        self.backend = backend
+        self._on_job = on_job
+        self._known_peers = known_peers
+        self._models = frozenset(config.models)
+        self._active = 0
+        self._started_at = time.monotonic()
+        self._addrs = _AddrCache()
+        self.stats = HostStats()
+
+    @property
+    def active_jobs(self) -> int:
+        return self._active
+
+    async def start(self) -> None:
+        timeout = self.node.config.connection_timeout
+        small = RpcLimits(read_timeout=timeout, total_timeout=timeout)
+        jobs = RpcLimits(
+            read_timeout=timeout,
+            total_timeout=self.config.job_timeout,
+            max_concurrent=max(256, self.config.max_jobs * 4),
+        )
+        self._started_at = time.monotonic()
+        await self._current_addrs()
+        for protocol, handler, limits in (
+            (ids.STATUS, status_handler(self.status_record), small),
+            (ids.DISCOVERY, discovery_handler(self._discovery_peers), small),
+            (ids.JOB, job_handler(self), jobs),
+            (ids.INFERENCE, inference_handler(self), jobs),
+        ):
+            await self.node.add_stream_handler(
+                protocol,
+                serve_requests(handler, limits),
+                max_concurrent=limits.max_concurrent,
+                max_per_peer=limits.max_per_peer,
+            )
+        log.info(
+            "host serving",
+            extra={"models": list(self.config.models), "max_jobs": self.config.max_jobs},
+        )
+
+    # -- JobHost -------------------------------------------------------------
+
+    def try_admit(self, model: str) -> str | None:
+        if model not in self._models:
+            return f"model {model!r} not served (serving: {', '.join(sorted(self._models))})"
+        if self._active >= self.config.max_jobs:
+            return BUSY
+        self._active += 1
+        return None
+
+    def release(self) -> None:
+        self._active -= 1
+
+    def report(self, event: JobEvent) -> None:
+        if event.outcome == "result":
+            self.stats.results += 1
+        elif event.outcome == "rejected":
+            self.stats.rejected += 1
+        else:
+            self.stats.errors += 1
+        if self._on_job is not None:
+            try:
+                self._on_job(event)
+            except Exception:
+                log.exception("on_job callback failed")
+
+    # -- status / discovery ------------------------------------------------
+
+    async def _current_addrs(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._addrs.fetched_at > self.ADDR_TTL:
+            self._addrs.addrs = await self.node.get_addrs()
+            self._addrs.fetched_at = now
+        return self._addrs.addrs
+
+    async def status_record(self) -> Host:
+        return Host(
+            peer_id=self.node.peer_id,
+            addrs=tuple(await self._current_addrs()),
+            models=self.config.models,
+            reputation=self.config.reputation,
+            uptime_s=int(time.monotonic() - self._started_at),
+            location=self.config.location,
+            api_url=self.config.api_url,
+            active_jobs=self._active,
+            max_jobs=self.config.max_jobs,
+            version=self.config.version,
+        )
+
+    def _discovery_peers(self) -> list[PeerInfo]:
+        me = PeerInfo(
+            peer_id=self.node.peer_id, addrs=tuple(self._addrs.addrs), models=self.config.models
+        )
+        others = [
+            p for p in (self._known_peers() if self._known_peers else ()) if p.peer_id != me.peer_id
+        ]
+        return [me, *others]

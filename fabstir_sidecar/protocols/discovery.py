@@ -1,0 +1,41 @@
+"""``/fabstir-llm/discovery/1.0.0``: peer exchange (PROTOCOL.md 3.3). Answers are hints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..p2pd.control import DaemonControl
+from ..wire.messages import DiscoveryRequest, DiscoveryResponse, PeerInfo
+from . import ids
+from .rpc import Exchange, RequestHandler, call
+
+
+def rank_for_request(peers: Sequence[PeerInfo], request: DiscoveryRequest) -> list[PeerInfo]:
+    """Hosts serving every requested model first (stable otherwise), cut to the limit."""
+    wanted = set(request.models or ())
+    ordered = sorted(peers, key=lambda p: not wanted.issubset(p.models))
+    return ordered[: request.limit]
+
+
+def discovery_handler(known_peers: Callable[[], Sequence[PeerInfo]]) -> RequestHandler:
+    async def handle(exchange: Exchange) -> None:
+        request = DiscoveryRequest.from_json(exchange.request)
+        peers = rank_for_request(known_peers(), request)
+        await exchange.send(DiscoveryResponse(peers=tuple(peers)).to_json())
+
+    return handle
+
+
+async def request_discovery(
+    control: DaemonControl,
+    peer_id: str,
+    *,
+    models: Sequence[str] | None = None,
+    limit: int | None = None,
+    timeout: float,
+) -> list[PeerInfo]:
+    request = DiscoveryRequest(
+        models=tuple(models) if models else None, **({"limit": limit} if limit is not None else {})
+    )
+    frame = await call(control, peer_id, ids.DISCOVERY, request.to_json(), timeout=timeout)
+    return list(DiscoveryResponse.from_json(frame).peers)

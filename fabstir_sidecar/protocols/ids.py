@@ -1,0 +1,6 @@
+"""Protocol ids of PROTOCOL.md section 2 (the SDK message id depends on the node's prefix)."""
+
+JOB = "/fabstir-llm/job/1.0.0"
+STATUS = "/fabstir-llm/status/1.0.0"
+DISCOVERY = "/fabstir-llm/discovery/1.0.0"
+INFERENCE = "/fabstir/inference/1.0.0"

@@ -1,0 +1,264 @@
+"""The request/response layer every framed protocol runs on (PROTOCOL.md section 2).
+
+Frames are a 4-byte big-endian length and UTF-8 JSON (``wire/framing.py``). This module adds
+the I/O policy, once for all protocols:
+
+* caps: a header announcing more than ``max_size`` is refused before its body is read;
+* deadlines: ``read_timeout`` for the request to arrive (a stalled peer loses its stream,
+  not the node) and ``total_timeout`` covering read, handle and write;
+* concurrency: per-protocol and per-peer caps are enforced by the handler server, which
+  resets excess streams instead of queueing them (``RpcLimits`` carries the numbers);
+* errors: a malformed request is answered ``error/bad_request``, an oversized one
+  ``error/too_large``, a handler crash ``error/internal``, a deadline ``error/timeout``,
+  each best-effort, then the stream is closed. On the client side, every failure is one of
+  the typed errors of ``fabstir_sidecar.errors``;
+* no half-close: a requester keeps its write side open until the terminal frame arrived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from ..errors import (
+    FabstirTimeoutError,
+    MalformedMessageError,
+    MessageTooLargeError,
+    RemoteError,
+    StreamClosedError,
+)
+from ..p2pd.control import DaemonControl, StreamHandler
+from ..p2pd.stream import DaemonStream
+from ..wire.framing import HEADER_SIZE, encode_json_frame, parse_header
+from ..wire.json_codec import MAX_MESSAGE_SIZE, decode_json_object
+from ..wire.messages import (
+    ERROR_BAD_REQUEST,
+    ERROR_INTERNAL,
+    ERROR_TIMEOUT,
+    ERROR_TOO_LARGE,
+    BadRequestError,
+    ErrorMessage,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RpcLimits:
+    """Per-protocol policy (py-libp2p's request_response config object, in spirit)."""
+
+    max_size: int = MAX_MESSAGE_SIZE
+    read_timeout: float = 30.0
+    total_timeout: float = 30.0
+    max_concurrent: int = 256
+    max_per_peer: int = 32
+
+
+async def read_frame(stream: DaemonStream, *, max_size: int = MAX_MESSAGE_SIZE) -> dict[str, Any]:
+    """One JSON-object frame. Over ``max_size``: MessageTooLargeError before the body."""
+    length = parse_header(await stream.receive_exactly(HEADER_SIZE), max_size=max_size)
+    return decode_json_object(await stream.receive_exactly(length), max_size=max_size)
+
+
+async def write_frame(
+    stream: DaemonStream, message: Mapping[str, Any], *, max_size: int = MAX_MESSAGE_SIZE
+) -> None:
+    await stream.send(encode_json_frame(dict(message), max_size=max_size))
+
+
+# ------------------------------------------------------------------------ server
+
+
+class Exchange:
+    """What a protocol handler sees: the authenticated peer, the request, a way to reply."""
+
+    __slots__ = ("_max_size", "_stream", "job_id", "peer_id", "protocol", "request", "sent")
+
+    def __init__(self, stream: DaemonStream, request: dict[str, Any], max_size: int) -> None:
+        self._stream = stream
+        self._max_size = max_size
+        self.peer_id = stream.peer_id
+        self.protocol = stream.protocol
+        self.request = request
+        self.job_id: str | None = None  # echoed in error frames once the handler knows it
+        self.sent = 0
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        await write_frame(self._stream, message, max_size=self._max_size)
+        self.sent += 1
+
+
+RequestHandler = Callable[[Exchange], Awaitable[None]]
+
+
+async def _send_error(stream: DaemonStream, code: str, message: str, job_id: str | None) -> None:
+    """Best effort: the peer may be gone; never raise from here."""
+    frame = ErrorMessage(code=code, message=message, job_id=job_id).to_json()
+    with anyio.move_on_after(1.0, shield=True):
+        with contextlib.suppress(StreamClosedError, MessageTooLargeError):
+            await write_frame(stream, frame)
+
+
+def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:
+    """Wrap a request handler into a stream handler that applies ``limits`` and maps errors."""
+
+    async def on_stream(stream: DaemonStream) -> None:
+        exchange: Exchange | None = None
+        with anyio.move_on_after(limits.total_timeout) as total:
+            try:
+                with anyio.fail_after(limits.read_timeout):
+                    request = await read_frame(stream, max_size=limits.max_size)
+            except TimeoutError:
+                log.warning(
+                    "request not received in time, dropping stream",
+                    extra={"peer": stream.peer_id, "protocol": stream.protocol},
+                )
+                await _send_error(stream, ERROR_TIMEOUT, "request not received in time", None)
+                return
+            except MessageTooLargeError as exc:
+                log.warning(
+                    "refused oversized request",
+                    extra={"peer": stream.peer_id, "protocol": stream.protocol, "error": str(exc)},
+                )
+                await _send_error(stream, ERROR_TOO_LARGE, str(exc), None)
+                return
+            except MalformedMessageError as exc:
+                log.warning(
+                    "refused malformed request",
+                    extra={"peer": stream.peer_id, "protocol": stream.protocol, "error": str(exc)},
+                )
+                await _send_error(stream, ERROR_BAD_REQUEST, str(exc), None)
+                return
+            exchange = Exchange(stream, request, limits.max_size)
+            try:
+                await handler(exchange)
+            except BadRequestError as exc:
+                log.info(
+                    "bad request",
+                    extra={"peer": stream.peer_id, "protocol": stream.protocol, "error": str(exc)},
+                )
+                await _send_error(stream, ERROR_BAD_REQUEST, str(exc), exchange.job_id)
+            except StreamClosedError:
+                raise
+            except Exception as exc:
+                log.exception(
+                    "request handler failed",
+                    extra={"peer": stream.peer_id, "protocol": stream.protocol},
+                )
+                await _send_error(
+                    stream, ERROR_INTERNAL, f"{type(exc).__name__}: {exc}", exchange.job_id
+                )
+        if total.cancelled_caught:
+            log.warning(
+                "request exceeded its deadline",
+                extra={
+                    "peer": stream.peer_id,
+                    "protocol": stream.protocol,
+                    "timeout_s": limits.total_timeout,
+                },
+            )
+            await _send_error(
+                stream,
+                ERROR_TIMEOUT,
+                f"not completed within {limits.total_timeout:.1f}s",
+                exchange.job_id if exchange else None,
+            )
+
+    return on_stream
+
+
+# ------------------------------------------------------------------------ client
+
+
+class ClientExchange:
+    """An open request: read response frames with the exchange's deadline applied."""
+
+    def __init__(
+        self, stream: DaemonStream, *, max_size: int, deadline: float, timeout: float
+    ) -> None:
+        self._stream = stream
+        self._max_size = max_size
+        self._deadline = deadline
+        self._timeout = timeout
+
+    @property
+    def peer_id(self) -> str:
+        return self._stream.peer_id
+
+    async def receive(self) -> dict[str, Any]:
+        remaining = self._deadline - anyio.current_time()
+        try:
+            with anyio.fail_after(max(remaining, 0.0)):
+                return await read_frame(self._stream, max_size=self._max_size)
+        except TimeoutError:
+            raise FabstirTimeoutError(
+                f"{self._stream.protocol} to {self.peer_id}: no response within "
+                f"{self._timeout:.1f}s"
+            ) from None
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> ClientExchange:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def open_request(
+    control: DaemonControl,
+    peer_id: str,
+    protocol: str,
+    request: Mapping[str, Any],
+    *,
+    timeout: float,
+    max_size: int = MAX_MESSAGE_SIZE,
+) -> ClientExchange:
+    """Open a stream, write the request frame (no half-close), return the exchange."""
+    frame = encode_json_frame(dict(request), max_size=max_size)  # too large: raise, no dial
+    deadline = anyio.current_time() + timeout
+    try:
+        with anyio.fail_after(timeout):
+            stream = await control.open_stream(peer_id, [protocol], timeout=timeout)
+    except TimeoutError:
+        raise FabstirTimeoutError(
+            f"opening {protocol} to {peer_id} took over {timeout:.1f}s"
+        ) from None
+    try:
+        await stream.send(frame)
+    except BaseException:
+        await stream.aclose()
+        raise
+    return ClientExchange(stream, max_size=max_size, deadline=deadline, timeout=timeout)
+
+
+def raise_if_error(frame: Mapping[str, Any], *, peer_id: str) -> None:
+    """Turn an ``error`` frame into RemoteError (the peer's code and message)."""
+    if frame.get("type") == "error":
+        err = ErrorMessage.from_json(frame)
+        raise RemoteError(err.code, err.message, peer_id=peer_id)
+
+
+async def call(
+    control: DaemonControl,
+    peer_id: str,
+    protocol: str,
+    request: Mapping[str, Any],
+    *,
+    timeout: float,
+    max_size: int = MAX_MESSAGE_SIZE,
+) -> dict[str, Any]:
+    """One request, one response frame (status, discovery, inference)."""
+    exchange = await open_request(
+        control, peer_id, protocol, request, timeout=timeout, max_size=max_size
+    )
+    async with exchange:
+        frame = await exchange.receive()
+    raise_if_error(frame, peer_id=peer_id)
+    return frame
