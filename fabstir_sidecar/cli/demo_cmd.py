@@ -1,4 +1,4 @@
-"""``fabstir-sidecar demo``: two real nodes on loopback exchange SDK messages, step by step."""
+"""``fabstir-sidecar demo``: two real nodes on loopback exchange messages and run a job."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated, Any
 import anyio
 import typer
 
+from ..client import FabstirClient
 from ..config import NodeConfig
 from ..errors import FabstirError
+from ..host.backends.echo import EchoBackend
+from ..host.service import HostConfig, HostService
 from ..node import DiscoveryManager
 from .output import fail, say
 
@@ -17,7 +20,7 @@ from .output import fail, say
 def demo(
     p2pd: Annotated[str | None, typer.Option("--p2pd", help="Path of the p2pd binary.")] = None,
 ) -> None:
-    """Start two local nodes (each its own p2pd), connect them, exchange messages, stop."""
+    """Two local nodes (each its own p2pd): connect, exchange messages, run a streamed job."""
     try:
         anyio.run(_demo, p2pd)
     except FabstirError as exc:
@@ -63,5 +66,24 @@ async def _demo(p2pd: str | None) -> None:
             await arrived["bob"].wait()
         sender, message = inbox["bob"][0]
         step(f"bob received {message} from {sender[-8:]} (alice: {sender == alice.peer_id})")
+        # alice also hosts a model (echo backend); bob runs a streamed job on her.
+        host = HostService(
+            alice,
+            HostConfig(models=("llama-3.2-1b-instruct",), reputation=90, location="US"),
+            EchoBackend(),
+        )
+        await host.start()
+        client = FabstirClient(bob)
+        status = await client.get_status(alice.peer_id)
+        step(
+            f"alice's status: models={list(status.host.models)} reputation="
+            f"{status.host.reputation} latency={status.latency_ms:.2f} ms"
+        )
+        tokens = client.stream_job(
+            alice.peer_id, "llama-3.2-1b-instruct", "what is a decentralized marketplace"
+        )
+        streamed = [token async for token in tokens]
+        assert tokens.result is not None
+        step(f"bob ran a streamed job: {len(streamed)} tokens -> {tokens.result.content!r}")
         step("stopping both nodes")
     step("done: both daemons stopped, sockets removed")
