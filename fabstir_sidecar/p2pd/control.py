@@ -48,6 +48,7 @@ from ..errors import (
     ProtocolNotSupportedError,
     StreamClosedError,
 )
+from ..wire.keys import encode_uvarint
 from .runtime_dir import remove_socket
 from .stream import DaemonStream
 
@@ -67,18 +68,8 @@ class InvalidPeerIdError(ConfigError):
 # ------------------------------------------------------------------ pure encoders
 
 
-def encode_varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("varint must be non-negative")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+# One varint implementation for the package (multiformats unsigned LEB128).
+encode_varint = encode_uvarint
 
 
 def decode_varint(buf: bytes | bytearray, *, max_bytes: int = 9) -> tuple[int, int] | None:
