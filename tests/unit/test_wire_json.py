@@ -132,7 +132,7 @@ def test_json_error_reports_a_byte_offset_not_a_character_offset() -> None:
     ],
 )
 def test_decode_rejects_malformed_json(text: str) -> None:
-    with pytest.raises(MalformedMessageError, match="^invalid JSON"):
+    with pytest.raises(MalformedMessageError, match=r"^invalid JSON"):
         decode_json_value(text.encode())
 
 
@@ -168,7 +168,15 @@ def test_duplicate_keys_keep_the_last_value() -> None:
 
 @pytest.mark.parametrize(
     ("text", "kind"),
-    [("[]", "array"), ('"s"', "string"), ("1", "integer"), ("1.5", "number"), ("null", "null"), ("true", "boolean"), ("false", "boolean")],
+    [
+        ("[]", "array"),
+        ('"s"', "string"),
+        ("1", "integer"),
+        ("1.5", "number"),
+        ("null", "null"),
+        ("true", "boolean"),
+        ("false", "boolean"),
+    ],
 )
 def test_decode_object_rejects_other_top_level_values(text: str, kind: str) -> None:
     with pytest.raises(MalformedMessageError, match=f"^expected a JSON object, got {kind}$"):
