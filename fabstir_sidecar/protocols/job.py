@@ -73,10 +73,11 @@ def job_handler(host: JobHost) -> RequestHandler:
             return
         try:
             if request.stream:
-                tokens = host.backend.stream(request)
-                async for text in tokens:
-                    await exchange.send(JobToken(job_id=job_id, text=text).to_json())
-                completion = tokens.completion
+                # ``async with``: a requester that goes away mid-stream releases the backend.
+                async with host.backend.stream(request) as tokens:
+                    async for text in tokens:
+                        await exchange.send(JobToken(job_id=job_id, text=text).to_json())
+                    completion = tokens.completion
             else:
                 completion = await host.backend.complete(request)
         except BackendError as exc:

@@ -110,9 +110,10 @@ class _LineSplitter:
 class _StreamState:
     """What a streamed response told us so far."""
 
-    __slots__ = ("chunks", "done", "event", "finish_reason", "usage_tokens")
+    __slots__ = ("chunks", "done", "event", "finish_reason", "started", "usage_tokens")
 
     def __init__(self) -> None:
+        self.started = False  # got a 2xx status: failures from here on are mid-stream
         self.chunks = 0  # chunks with non-empty content
         self.done = False  # saw data: [DONE]
         self.event = ""  # the SSE "event:" field of the current event
@@ -153,12 +154,14 @@ class OpenAIBackend:
 
         self._url = url
         # The URL as shown in messages: never a password embedded in base_url.
-        self._shown_url = str(url.copy_with(password="***") if url.password else url)
+        shown = url.copy_with(username=url.username, password="***") if url.password else url
+        self._shown_url = str(shown)
         self._api_key = api_key
         self._timeout = timeout
         self._model_map: dict[str, str] = dict(model_map or {})
         self._max_bytes = max_response_bytes
         self._owns_client = client is None
+        self._closed = False
         self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
 
     @property
@@ -203,6 +206,8 @@ class OpenAIBackend:
 
         ``stream`` is how this call reads the answer, whatever ``request.stream`` says.
         """
+        if self._closed:
+            raise BackendError(f"the backend for {self.url} is closed")
         return self._client.stream(
             "POST",
             self._url,
@@ -215,7 +220,7 @@ class OpenAIBackend:
 
     def _transport_error(self, exc: httpx.HTTPError) -> BackendError:
         if isinstance(exc, httpx.TimeoutException):
-            what = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting"
+            what = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for data"
             return BackendError(
                 f"backend at {self.url} timed out after {self._timeout:g}s ({what})"
             )
@@ -304,7 +309,9 @@ class OpenAIBackend:
         return Completion(
             text=content,
             tokens_used=tokens if tokens is not None else len(content.split()),
-            finish_reason=finish_reason if isinstance(finish_reason, str) else "stop",
+            finish_reason=finish_reason
+            if isinstance(finish_reason, str) and finish_reason
+            else "stop",
         )
 
     # ------------------------------------------------------------------ stream
@@ -317,6 +324,7 @@ class OpenAIBackend:
         try:
             async with self._open(request, stream=True) as response:
                 await self._raise_for_status(response)
+                state.started = True
                 content_type = response.headers.get("Content-Type", "")
                 if content_type.startswith("application/json"):
                     # The server ignored "stream": true and answered in one piece.
@@ -348,8 +356,12 @@ class OpenAIBackend:
         except httpx.HTTPError as exc:
             # A server that drops the connection right after its final chunk (the one with a
             # finish_reason) has delivered everything; anything else is a failure.
-            if state.finish_reason is None or isinstance(exc, httpx.TimeoutException):
+            if isinstance(exc, httpx.TimeoutException) or not state.started:
                 raise self._transport_error(exc) from exc
+            if state.finish_reason is None:
+                raise self._bad_response(
+                    f"the stream broke off after {state.chunks} chunk(s) ({_describe(exc)})"
+                ) from exc
         if not state.done and state.finish_reason is None:
             raise self._bad_response(
                 f"the stream ended before data: [DONE] after {state.chunks} chunk(s)"
@@ -420,6 +432,7 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         """Close the HTTP client if the backend created it (idempotent)."""
+        self._closed = True
         if self._owns_client:
             await self._client.aclose()
 
