@@ -28,6 +28,7 @@ Tree::
     │   ├── StreamClosedError                 the stream ended before a complete message
     │   └── RemoteError                       the peer answered with an error frame
     │       └── JobRejectedError              a host rejected a job (model, busy, ...)
+    ├── NoMatchingHostError                   find_host: no candidate met the criteria
     ├── FabstirTimeoutError (TimeoutError)    a deadline passed
     └── RetryExhaustedError                   every retry of a transient failure failed
 """
@@ -192,6 +193,23 @@ class JobRejectedError(RemoteError):
         super().__init__("rejected", reason, peer_id=peer_id)
         self.reason = reason
         self.args = (f"host {peer_id} rejected the job: {reason}",)
+
+
+# ------------------------------------------------------------------------ discovery
+
+
+class NoMatchingHostError(FabstirError):
+    """No host matched. ``seen`` candidates were asked; ``excluded`` counts per criterion."""
+
+    def __init__(self, seen: int, answered: int, excluded: dict[str, int]) -> None:
+        self.seen = seen
+        self.answered = answered
+        self.excluded = dict(excluded)
+        why = ", ".join(f"{name} excluded {n}" for name, n in self.excluded.items() if n)
+        super().__init__(
+            f"no host matched: {seen} candidates seen, {answered} answered status"
+            + (f"; {why}" if why else "")
+        )
 
 
 # --------------------------------------------------------------------- time, retry

@@ -1,0 +1,1 @@
+"""Discovery: finding hosts (bootstrap, DHT, mDNS, peer exchange) and matching them."""
