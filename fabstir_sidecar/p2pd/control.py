@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +148,27 @@ def _handler_request(
     return encode_varint(1 << 3 | 0) + encode_varint(request_type) + _nested(field_number, inner)
 
 
+async def read_delimited(
+    sock: anyio.abc.ByteStream, buffer: bytearray, *, limit: int = _MAX_CONTROL_MESSAGE
+) -> bytes:
+    """One varint-length-prefixed protobuf message from ``sock``; ``buffer`` keeps the rest.
+
+    Raises ``anyio.EndOfStream`` if the socket ends before a whole message arrived.
+    """
+    while True:
+        decoded = decode_varint(buffer)
+        if decoded is not None:
+            size, used = decoded
+            if size > limit:
+                raise ControlError(f"p2pd control message too large ({size} bytes)")
+            if len(buffer) >= used + size:
+                message = bytes(buffer[used : used + size])
+                del buffer[: used + size]
+                return message
+        chunk = await sock.receive(65536)
+        buffer += chunk
+
+
 # ------------------------------------------------------------ daemon error mapping
 
 _UNREACHABLE = re.compile(
@@ -185,6 +206,13 @@ def classify_daemon_error(
 class PeerInfo:
     peer_id: str
     addrs: tuple[str, ...]
+
+
+def _peer_info(raw: pb.PeerInfo) -> PeerInfo:
+    return PeerInfo(
+        peer_id_from_bytes(raw.id),
+        tuple(a for a in map(multiaddr_from_bytes, raw.addrs) if a),
+    )
 
 
 def _no_gate() -> None:
@@ -232,29 +260,23 @@ class DaemonControl:
                 f"cannot reach p2pd control socket {self.control_addr}: {exc.strerror or exc}"
             ) from exc
 
-    async def _exchange(self, request: bytes) -> tuple[pb.Response, anyio.abc.ByteStream, bytes]:
+    async def _exchange(
+        self, request: bytes
+    ) -> tuple[pb.Response, anyio.abc.ByteStream, bytearray]:
         """Send one request, read one response; returns the still-open socket and extra bytes."""
         sock = await self._open()
+        buffer = bytearray()
         try:
             await sock.send(request)
-            buffer = bytearray()
-            while True:
-                decoded = decode_varint(buffer)
-                if decoded is not None:
-                    size, used = decoded
-                    if size > _MAX_CONTROL_MESSAGE:
-                        raise ControlError(f"p2pd control response too large ({size} bytes)")
-                    if len(buffer) >= used + size:
-                        break
-                try:
-                    buffer += await sock.receive(65536)
-                except anyio.EndOfStream:
-                    raise DaemonUnavailableError(
-                        "p2pd closed the control connection without answering"
-                    ) from None
+            try:
+                raw = await read_delimited(sock, buffer)
+            except anyio.EndOfStream:
+                raise DaemonUnavailableError(
+                    "p2pd closed the control connection without answering"
+                ) from None
             response = pb.Response()
-            response.ParseFromString(bytes(buffer[used : used + size]))
-            return response, sock, bytes(buffer[used + size :])
+            response.ParseFromString(raw)
+            return response, sock, buffer
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await sock.aclose()
@@ -345,6 +367,90 @@ class DaemonControl:
         return DaemonStream(
             sock, peer_id=peer_id, protocol=response.streamInfo.proto, buffered=extra
         )
+
+    # -- DHT ---------------------------------------------------------------------
+
+    async def dht_provide(self, cid: bytes, *, timeout: float) -> None:
+        """Announce that we provide ``cid``. Slow on small networks (5-20 s): run it in the
+        background, never on a request path."""
+        req = pb.Request(
+            type=pb.Request.DHT,
+            dht=pb.DHTRequest(type=pb.DHTRequest.PROVIDE, cid=cid, timeout=max(1, int(timeout))),
+        ).SerializeToString()
+        await self._call(_frame(req), timeout=timeout)
+
+    async def dht_find_providers(
+        self, cid: bytes, *, count: int, timeout: float
+    ) -> AsyncGenerator[PeerInfo, None]:
+        """Yield providers of ``cid`` as the daemon streams them, for at most ``timeout`` s.
+
+        Ask for the ``count`` you need: with fewer providers on the network the daemon keeps
+        searching until its timeout, so results are read as they come and the wait is ours.
+        """
+        req = pb.Request(
+            type=pb.Request.DHT,
+            dht=pb.DHTRequest(
+                type=pb.DHTRequest.FIND_PROVIDERS,
+                cid=cid,
+                count=count,
+                timeout=max(1, int(timeout)),
+            ),
+        ).SerializeToString()
+        deadline = anyio.current_time() + timeout
+        with anyio.move_on_after(timeout) as opening:
+            response, sock, buffer = await self._exchange(_frame(req))
+        if opening.cancelled_caught:
+            return
+        try:
+            if response.type == pb.Response.ERROR:
+                raise classify_daemon_error(response.error.msg)
+            if response.dht.type == pb.DHTResponse.VALUE:
+                yield _peer_info(response.dht.peer)
+                return
+            while True:
+                message = pb.DHTResponse()
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    try:
+                        message.ParseFromString(await read_delimited(sock, buffer))
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                        return
+                    if message.type == pb.DHTResponse.END:
+                        return
+                    yield _peer_info(message.peer)
+                    continue
+                return  # our deadline passed
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sock.aclose()
+
+    async def dht_closest_peers(self, key: bytes, *, timeout: float) -> list[str]:
+        """Peer IDs closest to ``key`` in the DHT (at most 20): a view of the routing table."""
+        req = pb.Request(
+            type=pb.Request.DHT,
+            dht=pb.DHTRequest(
+                type=pb.DHTRequest.GET_CLOSEST_PEERS, key=key, timeout=max(1, int(timeout))
+            ),
+        ).SerializeToString()
+        found: list[str] = []
+        with anyio.move_on_after(timeout):
+            response, sock, buffer = await self._exchange(_frame(req))
+            try:
+                if response.type == pb.Response.ERROR:
+                    raise classify_daemon_error(response.error.msg)
+                while True:
+                    message = pb.DHTResponse()
+                    try:
+                        message.ParseFromString(await read_delimited(sock, buffer))
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                        break
+                    if message.type == pb.DHTResponse.END:
+                        break
+                    if message.type == pb.DHTResponse.VALUE:
+                        found.append(peer_id_from_bytes(message.value))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await sock.aclose()
+        return found
 
     async def register_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
         req = _handler_request(
@@ -443,20 +549,15 @@ class HandlerServer:
         finally:
             remove_socket(self.socket_path)
 
-    async def _read_stream_info(self, sock: anyio.abc.ByteStream) -> tuple[pb.StreamInfo, bytes]:
+    async def _read_stream_info(
+        self, sock: anyio.abc.ByteStream
+    ) -> tuple[pb.StreamInfo, bytearray]:
         buffer = bytearray()
         with anyio.fail_after(self._header_timeout):
-            while True:
-                decoded = decode_varint(buffer)
-                if decoded is not None:
-                    size, used = decoded
-                    if size > 64 * 1024:
-                        raise ControlError("oversized StreamInfo from p2pd")
-                    if len(buffer) >= used + size:
-                        info = pb.StreamInfo()
-                        info.ParseFromString(bytes(buffer[used : used + size]))
-                        return info, bytes(buffer[used + size :])
-                buffer += await sock.receive(65536)
+            raw = await read_delimited(sock, buffer, limit=64 * 1024)
+        info = pb.StreamInfo()
+        info.ParseFromString(raw)
+        return info, buffer
 
     async def _dispatch(self, sock: anyio.abc.ByteStream) -> None:
         try:

@@ -36,7 +36,7 @@ class DaemonStream:
         *,
         peer_id: str,
         protocol: str,
-        buffered: bytes = b"",
+        buffered: bytes | bytearray = b"",
     ) -> None:
         self._sock = sock
         self._buffer = bytearray(buffered)
