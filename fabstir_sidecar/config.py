@@ -52,6 +52,7 @@ ENV_VARS: Final[dict[str, str]] = {
     "P2P_MAX_CONNECTIONS": "connection manager high-water mark (integer >= 1)",
     "P2P_CONNECTION_TIMEOUT": "connection / dial timeout in MILLISECONDS (number > 0)",
     "P2P_IDENTITY_FILE": "path of the node's private key file (persistent peer id)",
+    "P2P_DATA_DIR": "directory for the node's state (peer cache); unset: nothing persisted",
     "P2P_DAEMON_ADDR": "attach to a running p2pd at this control multiaddr (/unix/... or "
     "/ip4/.../tcp/...) instead of starting one",
 }
@@ -298,6 +299,13 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
             "(e.g. /fabstir-llm/1.0.0)",
         )
 
+    data_dir = values["data_dir"]
+    if data_dir is not None:
+        if not isinstance(data_dir, str | os.PathLike) or not os.fspath(data_dir):
+            raise ConfigError(n("data_dir"), data_dir, "expected a directory path")
+        out["data_dir"] = Path(data_dir).expanduser()
+    out["provide_interval"] = _seconds(values["provide_interval"], n("provide_interval"))
+
     identity = values["identity_file"]
     if identity is not None:
         if not isinstance(identity, str | os.PathLike) or not os.fspath(identity):
@@ -381,6 +389,7 @@ _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str, str], Any]]]] = {
     "P2P_CONNECTION_TIMEOUT": ("connection_timeout", _env_millis),
     "P2P_IDENTITY_FILE": ("identity_file", _env_path),
     "P2P_DAEMON_ADDR": ("control_addr", _env_str),
+    "P2P_DATA_DIR": ("data_dir", _env_path),
 }
 
 
@@ -413,6 +422,10 @@ class NodeConfig:
     daemon_start_timeout: float = 10.0
     daemon_stop_grace: float = 3.0
     restart_daemon: bool = True
+    data_dir: Path | None = None
+    """Where the node keeps state (the peer cache). None: nothing is written to disk."""
+    provide_interval: float = 3600.0
+    """Seconds between DHT re-provides of a host's model records (PROTOCOL.md section 4)."""
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -28,6 +28,9 @@ import anyio
 import anyio.abc
 
 from .config import NodeConfig, split_peer_multiaddr
+from .discovery.matching import HostCriteria
+from .discovery.peer_cache import PeerCache
+from .discovery.service import Discovery, FinderSettings
 from .errors import (
     FabstirError,
     NodeClosedError,
@@ -41,6 +44,7 @@ from .p2pd.process import DaemonSpec
 from .p2pd.runtime_dir import RuntimeDir
 from .p2pd.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
 from .protocols.message import MessageHandler, MessageService, encode_message, send_message
+from .protocols.status import HostStatus
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,13 @@ class DiscoveryManager:
     keyword options are those of :class:`NodeConfig` and are layered over the environment.
     """
 
-    def __init__(self, config: NodeConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        config: NodeConfig | None = None,
+        *,
+        finder: FinderSettings | None = None,
+        **options: Any,
+    ) -> None:
         if config is None:
             config = NodeConfig.load(**options)
         elif options:
@@ -88,6 +98,8 @@ class DiscoveryManager:
         self._peer_id: str | None = None
         self._dialed: dict[str, list[str]] = {}  # peer -> addrs we were asked to connect to
         self.bootstrap_results: list[BootstrapResult] = []
+        self._finder_settings = finder
+        self._discovery: Discovery | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -201,7 +213,14 @@ class DiscoveryManager:
         await self._handlers.add(cfg.message_protocol, self._messages.handle_stream)
 
         self._peer_id, _ = await self._control.identify()
+        peer_cache = PeerCache.in_dir(cfg.data_dir)
+        stack.callback(peer_cache.save)
+        self._discovery = Discovery(self, settings=self._finder_settings, peer_cache=peer_cache)
+        await self._discovery.start()
         self.bootstrap_results = await self._connect_bootstrap()
+        tg.start_soon(self._maintain_connections)
+        if len(peer_cache):
+            tg.start_soon(self._reconnect_cached_peers)
         log.info(
             "node started",
             extra={"peer_id": self._peer_id, "attached": cfg.control_addr is not None},
@@ -247,7 +266,10 @@ class DiscoveryManager:
             raise NodeNotStartedError()
         return self._control
 
-    async def _connect_bootstrap(self) -> list[BootstrapResult]:
+    async def _connect_bootstrap(
+        self, addresses: Sequence[str] | None = None
+    ) -> list[BootstrapResult]:
+        """Dial bootstrap peers concurrently; each result says whether it worked and why not."""
         results: list[BootstrapResult] = []
 
         async def dial(address: str) -> None:
@@ -265,9 +287,58 @@ class DiscoveryManager:
                 results.append(BootstrapResult(address, peer_id))
 
         async with anyio.create_task_group() as tg:
-            for address in self._config.bootstrap:
+            for address in self._config.bootstrap if addresses is None else addresses:
                 tg.start_soon(dial, address)
         return results
+
+    async def _reconnect_cached_peers(self) -> None:
+        """After a restart, dial hosts we knew (the peer cache) without waiting for discovery."""
+        assert self._discovery is not None
+        limiter = anyio.CapacityLimiter(8)
+
+        async def dial(peer_id: str, addrs: tuple[str, ...]) -> None:
+            async with limiter:
+                with contextlib.suppress(FabstirError):
+                    await self._require_control().connect(peer_id, addrs, timeout=5.0)
+
+        async with anyio.create_task_group() as tg:
+            for cached in self._discovery.peer_cache.peers()[:32]:
+                tg.start_soon(dial, cached.peer_id, cached.addrs)
+
+    async def _maintain_connections(self, interval: float = 5.0) -> None:
+        """Retry unreachable bootstrap peers with backoff; when the node has no connection
+        left at all, dial every bootstrap peer (and cached host) again."""
+        backoff = 1.0
+        next_retry = anyio.current_time() + backoff
+        while True:
+            await anyio.sleep(interval if self._config.bootstrap else max(interval, 30.0))
+            if not self.is_running():
+                continue
+            try:
+                connected = await self.get_connected_peers()
+            except FabstirError:
+                continue
+            failed = [r for r in self.bootstrap_results if not r.ok]
+            if not connected and (self._config.bootstrap or self._dialed):
+                log.warning("no connections left, reconnecting to bootstrap peers")
+                self.bootstrap_results = await self._connect_bootstrap()
+                await self._redial_known()
+            elif failed and anyio.current_time() >= next_retry:
+                retried = await self._connect_bootstrap([r.address for r in failed])
+                ok = {r.address for r in retried if r.ok}
+                self.bootstrap_results = [
+                    next((n for n in retried if n.address == r.address), r) if not r.ok else r
+                    for r in self.bootstrap_results
+                ]
+                backoff = 1.0 if ok else min(backoff * 2, 60.0)
+                next_retry = anyio.current_time() + backoff
+
+    async def _redial_known(self) -> None:
+        for peer_id, addrs in list(self._dialed.items()):
+            with contextlib.suppress(FabstirError):
+                await self._require_control().connect(
+                    peer_id, addrs, timeout=self._config.connection_timeout
+                )
 
     # ------------------------------------------------------------------- the API
 
@@ -358,6 +429,21 @@ class DiscoveryManager:
         self._require_control()
         assert self._tg is not None
         return self._tg
+
+    @property
+    def discovery(self) -> Discovery:
+        """Host discovery of this node (candidates, status cache, peer cache)."""
+        self._require_control()
+        assert self._discovery is not None
+        return self._discovery
+
+    async def find_hosts(self, criteria: HostCriteria | None = None) -> list[HostStatus]:
+        """Every host matching ``criteria``, best first (NoMatchingHostError if none)."""
+        return await self.discovery.find_hosts(criteria)
+
+    async def find_host(self, criteria: HostCriteria | None = None) -> HostStatus:
+        """The best host for ``criteria`` (PROTOCOL.md section 6)."""
+        return await self.discovery.find_host(criteria)
 
     @property
     def message_stats(self) -> dict[str, int]:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
+
 from .. import __version__
+from ..errors import FabstirError
 from ..node import DiscoveryManager
 from ..protocols import ids
-from ..protocols.discovery import discovery_handler
 from ..protocols.inference import inference_handler
 from ..protocols.job import JobEvent, job_handler
 from ..protocols.rpc import RpcLimits, serve_requests
 from ..protocols.status import status_handler
-from ..wire.messages import Host, PeerInfo
+from ..wire.keys import ANY_HOST_KEY, model_cid
+from ..wire.messages import Host
 from .backends.base import Backend
 
 log = logging.getLogger(__name__)
@@ -82,18 +85,17 @@ class HostService:
         backend: Backend,
         *,
         on_job: Callable[[JobEvent], None] | None = None,
-        known_peers: Callable[[], Sequence[PeerInfo]] | None = None,
     ) -> None:
         self.node = node
         self.config = config
         self.backend = backend
         self._on_job = on_job
-        self._known_peers = known_peers
         self._models = frozenset(config.models)
         self._active = 0
         self._started_at = time.monotonic()
         self._addrs = _AddrCache()
         self.stats = HostStats()
+        self.provide_rounds = 0
 
     @property
     def active_jobs(self) -> int:
@@ -111,7 +113,6 @@ class HostService:
         await self._current_addrs()
         for protocol, handler, limits in (
             (ids.STATUS, status_handler(self.status_record), small),
-            (ids.DISCOVERY, discovery_handler(self._discovery_peers), small),
             (ids.JOB, job_handler(self), jobs),
             (ids.INFERENCE, inference_handler(self), jobs),
         ):
@@ -175,11 +176,21 @@ class HostService:
             version=self.config.version,
         )
 
-    def _discovery_peers(self) -> list[PeerInfo]:
-        me = PeerInfo(
-            peer_id=self.node.peer_id, addrs=tuple(self._addrs.addrs), models=self.config.models
-        )
-        others = [
-            p for p in (self._known_peers() if self._known_peers else ()) if p.peer_id != me.peer_id
-        ]
-        return [me, *others]
+    async def _provide_forever(self) -> None:
+        """Announce each model's key and ``llm-inference`` in the DHT; re-provide on an interval.
+
+        PROVIDE blocks for seconds on small networks, so this runs in the background, never on
+        the start-up or request path; a failed round is retried sooner than the interval.
+        """
+        keys = [*self.config.models, ANY_HOST_KEY]
+        interval = self.node.config.provide_interval
+        while True:
+            failures = 0
+            for key in keys:
+                try:
+                    await self.node.control.dht_provide(model_cid(key), timeout=60.0)
+                except FabstirError as exc:
+                    failures += 1
+                    log.info("DHT provide failed", extra={"key": key, "error": str(exc)})
+            self.provide_rounds += 1
+            await anyio.sleep(min(interval, 5.0) if failures else interval)

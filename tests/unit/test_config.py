@@ -111,6 +111,7 @@ def test_env_vars_documented() -> None:
         "P2P_CONNECTION_TIMEOUT",
         "P2P_IDENTITY_FILE",
         "P2P_DAEMON_ADDR",
+        "P2P_DATA_DIR",
     }
     assert all(isinstance(text, str) and text and "\n" not in text for text in ENV_VARS.values())
 
@@ -537,3 +538,10 @@ def test_bootstrap_round_trips_through_env_json(pairs: list[tuple[str, str]]) ->
     cfg = load({"P2P_BOOTSTRAP_NODES": json.dumps(addrs)})
     assert cfg.bootstrap == tuple(addrs)
     assert [split_peer_multiaddr(a, name="b") for a in cfg.bootstrap] == pairs
+
+
+def test_data_dir_from_env_and_override(tmp_path: Path) -> None:
+    cfg = NodeConfig.load(env={"P2P_DATA_DIR": str(tmp_path)})
+    assert cfg.data_dir == tmp_path
+    assert NodeConfig.load(env={}, data_dir=tmp_path / "x").data_dir == tmp_path / "x"
+    assert NodeConfig.load(env={}).data_dir is None
