@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..logs import LogFormat, setup_logging
-from . import daemon_cmd, demo_cmd, host_cmd, node_cmd
+from . import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
 
 app = typer.Typer(
     name="fabstir-sidecar",
@@ -24,6 +24,9 @@ app.command("identity")(node_cmd.identity)
 app.command("host")(host_cmd.host)
 app.command("job")(host_cmd.job)
 app.command("status")(host_cmd.status)
+app.command("bootstrap")(discovery_cmd.bootstrap)
+app.command("find")(discovery_cmd.find)
+app.command("diagnose")(discovery_cmd.diagnose)
 app.command("demo")(demo_cmd.demo)
 
 

@@ -1,7 +1,14 @@
-"""``fabstir-sidecar demo``: two real nodes on loopback exchange messages and run a job."""
+"""``fabstir-sidecar demo``: the default network on loopback, step by step with timings.
+
+A bootstrap node, N hosts (different models, reputations, locations), and a client that
+finds a host by criteria, checks it, runs a streamed job on it and sends it an SDK message.
+Every node is a real p2pd process; everything listens on 127.0.0.1 only (no mDNS, no
+traffic off the machine) and is shut down at the end.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -10,80 +17,132 @@ import typer
 
 from ..client import FabstirClient
 from ..config import NodeConfig
+from ..discovery.matching import HostCriteria
 from ..errors import FabstirError
 from ..host.backends.echo import EchoBackend
 from ..host.service import HostConfig, HostService
 from ..node import DiscoveryManager
 from .output import fail, say
 
+# (models, reputation, location) of the demo hosts, cycled when --hosts is larger.
+HOST_PROFILES: list[tuple[tuple[str, ...], int, str]] = [
+    (("llama-3.2-1b-instruct",), 70, "US"),
+    (("llama-3.2-1b-instruct", "mistral-7b-instruct"), 95, "DE"),
+    (("llama-3.2-1b-instruct", "qwen2.5-7b-instruct"), 92, "US"),
+    (("mistral-7b-instruct",), 88, "US"),
+    (("qwen2.5-7b-instruct",), 60, "JP"),
+]
+DEMO_CRITERIA = HostCriteria(
+    required_models=("llama-3.2-1b-instruct",), min_reputation=80, location="US"
+)
+
 
 def demo(
+    hosts: Annotated[int, typer.Option("--hosts", min=1, max=50, help="How many hosts.")] = 3,
     p2pd: Annotated[str | None, typer.Option("--p2pd", help="Path of the p2pd binary.")] = None,
 ) -> None:
-    """Two local nodes (each its own p2pd): connect, exchange messages, run a streamed job."""
+    """Run the local demo network: bootstrap, hosts, a client that finds a host and runs a job."""
     try:
-        anyio.run(_demo, p2pd)
+        anyio.run(_demo, hosts, p2pd)
     except FabstirError as exc:
         fail(str(exc))
 
 
-async def _demo(p2pd: str | None) -> None:
+async def _demo(n_hosts: int, p2pd: str | None) -> None:
     t0 = time.perf_counter()
 
     def step(text: str) -> None:
-        say(f"[{(time.perf_counter() - t0) * 1000:7.1f} ms] {text}")
+        say(f"[{(time.perf_counter() - t0) * 1000:8.1f} ms] {text}")
 
-    # Loopback only, no DHT, no mDNS: nothing leaves this machine.
-    cfg = NodeConfig.load(env={}, p2pd_path=p2pd, enable_dht=False, enable_mdns=False)
-    async with DiscoveryManager(cfg) as alice, DiscoveryManager(cfg) as bob:
-        step(f"alice started: {alice.peer_id}")
-        step(f"bob started:   {bob.peer_id}")
-        inbox: dict[str, list[tuple[str, Any]]] = {"alice": [], "bob": []}
-        arrived = {"alice": anyio.Event(), "bob": anyio.Event()}
+    # Loopback only, DHT in server mode (a local network), no mDNS: nothing leaves the machine.
+    base = NodeConfig.load(
+        env={}, p2pd_path=p2pd, enable_mdns=False, dht_mode="server", provide_interval=600.0
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        boot = await stack.enter_async_context(DiscoveryManager(base))
+        boot_addr = (await boot.get_addrs())[0]
+        step(f"bootstrap node up: {boot_addr}")
 
-        def inbox_of(name: str) -> Any:
-            def handler(sender: str, message: Any) -> None:
-                inbox[name].append((sender, message))
-                arrived[name].set()
+        services: list[HostService] = []
+        for i in range(n_hosts):
+            models, reputation, location = HOST_PROFILES[i % len(HOST_PROFILES)]
+            node = await stack.enter_async_context(DiscoveryManager(base, bootstrap=(boot_addr,)))
+            service = HostService(
+                node,
+                HostConfig(models=models, reputation=reputation, location=location),
+                EchoBackend(),
+            )
+            await service.start()
+            services.append(service)
+            step(
+                f"host {i + 1} up: {node.peer_id[-8:]} models={list(models)} "
+                f"reputation={reputation} location={location}"
+            )
 
-            return handler
-
-        alice.on_message(inbox_of("alice"))
-        bob.on_message(inbox_of("bob"))
-        alice_addr = (await alice.get_addrs())[0]
-        await bob.connect_to_peer(alice_addr)
-        step(f"bob dialed alice at {alice_addr}")
-        step(f"bob's connected peers: {await bob.get_connected_peers()}")
-
-        await bob.send_message(alice.peer_id, {"type": "greeting", "text": "hello from bob"})
-        with anyio.fail_after(10):
-            await arrived["alice"].wait()
-        sender, message = inbox["alice"][0]
-        step(f"alice received {message} from {sender[-8:]} (bob: {sender == bob.peer_id})")
-
-        await alice.send_message(bob.peer_id, {"type": "greeting", "text": "hi bob, alice here"})
-        with anyio.fail_after(10):
-            await arrived["bob"].wait()
-        sender, message = inbox["bob"][0]
-        step(f"bob received {message} from {sender[-8:]} (alice: {sender == alice.peer_id})")
-        # alice also hosts a model (echo backend); bob runs a streamed job on her.
-        host = HostService(
-            alice,
-            HostConfig(models=("llama-3.2-1b-instruct",), reputation=90, location="US"),
-            EchoBackend(),
+        client_node = await stack.enter_async_context(
+            DiscoveryManager(base, bootstrap=(boot_addr,))
         )
-        await host.start()
-        client = FabstirClient(bob)
-        status = await client.get_status(alice.peer_id)
+        step(f"client up: {client_node.peer_id[-8:]} (knows only the bootstrap node)")
+        # DHT provide is slow on a tiny network; it runs in the background. Give it a moment
+        # so the DHT is one of the sources, but the search works without it too.
+        with anyio.move_on_after(3):
+            for service in services:
+                await service.advertised.wait()
+        advertised = sum(s.advertised.is_set() for s in services)
+        step(f"{advertised} of {n_hosts} hosts have their models in the DHT so far")
+
         step(
-            f"alice's status: models={list(status.host.models)} reputation="
-            f"{status.host.reputation} latency={status.latency_ms:.2f} ms"
+            f"client searches: models={list(DEMO_CRITERIA.required_models)} "
+            f"min_reputation={DEMO_CRITERIA.min_reputation} location={DEMO_CRITERIA.location}"
         )
-        tokens = client.stream_job(
-            alice.peer_id, "llama-3.2-1b-instruct", "what is a decentralized marketplace"
+        ranked = await client_node.find_hosts(DEMO_CRITERIA)
+        stats = client_node.discovery.last_lookup
+        step(
+            f"candidates {stats.candidates} (sources {stats.sources}), "
+            f"status queries {stats.status_queries}, matches {len(ranked)}"
         )
-        streamed = [token async for token in tokens]
-        assert tokens.result is not None
-        step(f"bob ran a streamed job: {len(streamed)} tokens -> {tokens.result.content!r}")
-        step("stopping both nodes")
-    step("done: both daemons stopped, sockets removed")
+        for rank, match in enumerate(ranked, start=1):
+            h = match.host
+            step(
+                f"  #{rank} {h.peer_id[-8:]} reputation={h.reputation} location={h.location} "
+                f"latency={match.latency_ms:.2f} ms free={h.max_jobs - h.active_jobs}"
+            )
+        best = ranked[0]
+
+        client = FabstirClient(client_node)
+        job = client.stream_job(
+            best.host.peer_id,
+            "llama-3.2-1b-instruct",
+            "explain a decentralized LLM marketplace in a few words",
+        )
+        tokens: list[str] = []
+        first_token_ms: float | None = None
+        started = time.perf_counter()
+        async for token in job:
+            if first_token_ms is None:
+                first_token_ms = (time.perf_counter() - started) * 1000
+            tokens.append(token)
+        assert job.result is not None
+        step(
+            f"streamed job on {best.host.peer_id[-8:]}: {len(tokens)} tokens, first after "
+            f"{first_token_ms or 0:.2f} ms -> {job.result.content!r}"
+        )
+
+        got = anyio.Event()
+        seen: list[tuple[str, Any]] = []
+        host_node = next(s.node for s in services if s.node.peer_id == best.host.peer_id)
+
+        def on_message(sender: str, message: Any) -> None:
+            seen.append((sender, message))
+            got.set()
+
+        host_node.on_message(on_message)
+        await client_node.send_message(best.host.peer_id, {"type": "thanks", "job": "done"})
+        with anyio.fail_after(10):
+            await got.wait()
+        sender, message = seen[0]
+        step(
+            f"host received SDK message {message} from the client: {sender == client_node.peer_id}"
+        )
+        step(f"stopping {n_hosts + 2} nodes")
+    step("done: every p2pd stopped, sockets removed")

@@ -25,7 +25,7 @@ from ..protocols.job import JobEvent, job_handler
 from ..protocols.rpc import RpcLimits, serve_requests
 from ..protocols.status import status_handler
 from ..wire.keys import ANY_HOST_KEY, model_cid
-from ..wire.messages import Host
+from ..wire.messages import Host, PeerInfo
 from .backends.base import Backend
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class HostService:
         self._addrs = _AddrCache()
         self.stats = HostStats()
         self.provide_rounds = 0
+        self.advertised = anyio.Event()  # set after the first round where every key was provided
 
     @property
     def active_jobs(self) -> int:
@@ -122,6 +123,11 @@ class HostService:
                 max_concurrent=limits.max_concurrent,
                 max_per_peer=limits.max_per_peer,
             )
+        self.node.discovery.local_host = PeerInfo(
+            peer_id=self.node.peer_id, addrs=tuple(self._addrs.addrs), models=self.config.models
+        )
+        if self.node.config.enable_dht:
+            self.node.task_group.start_soon(self._provide_forever)
         log.info(
             "host serving",
             extra={"models": list(self.config.models), "max_jobs": self.config.max_jobs},
@@ -176,6 +182,12 @@ class HostService:
             version=self.config.version,
         )
 
+    async def _has_peers(self) -> bool:
+        try:
+            return bool(await self.node.control.list_peers())
+        except FabstirError:
+            return False
+
     async def _provide_forever(self) -> None:
         """Announce each model's key and ``llm-inference`` in the DHT; re-provide on an interval.
 
@@ -184,13 +196,33 @@ class HostService:
         """
         keys = [*self.config.models, ANY_HOST_KEY]
         interval = self.node.config.provide_interval
+        retry = 0.5
+        # A PROVIDE sent while the routing table is empty blocks until its timeout: wait for
+        # a first connection and for identify to fill the table.
+        while True:
+            if await self._has_peers():
+                break
+            await anyio.sleep(0.25)
+        await anyio.sleep(0.5)
         while True:
             failures = 0
-            for key in keys:
+
+            async def provide(key: str) -> None:
+                nonlocal failures
                 try:
-                    await self.node.control.dht_provide(model_cid(key), timeout=60.0)
+                    await self.node.control.dht_provide(model_cid(key), timeout=15.0)
                 except FabstirError as exc:
                     failures += 1
                     log.info("DHT provide failed", extra={"key": key, "error": str(exc)})
+
+            async with anyio.create_task_group() as tg:
+                for key in keys:
+                    tg.start_soon(provide, key)
             self.provide_rounds += 1
-            await anyio.sleep(min(interval, 5.0) if failures else interval)
+            if failures:
+                await anyio.sleep(min(retry, interval))
+                retry = min(retry * 2, 60.0)
+                continue
+            self.advertised.set()
+            retry = 0.25
+            await anyio.sleep(interval)
