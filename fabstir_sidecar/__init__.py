@@ -3,7 +3,11 @@
 The public API is re-exported here; everything else is an implementation detail.
 """
 
+from ._version import __version__
+from .client import FabstirClient, JobStream, RetryPolicy
 from .config import ENV_VARS, NodeConfig
+from .discovery.matching import HostCriteria
+from .discovery.service import FinderSettings
 from .errors import (
     ConfigError,
     ControlError,
@@ -15,12 +19,14 @@ from .errors import (
     FabstirError,
     FabstirTimeoutError,
     InvalidMultiaddrError,
+    InvalidPeerIdError,
     JobRejectedError,
     MalformedMessageError,
     MessageTooLargeError,
     NodeClosedError,
     NodeNotStartedError,
     NodeStateError,
+    NoMatchingHostError,
     PeerError,
     PeerUnreachableError,
     ProtocolError,
@@ -29,13 +35,21 @@ from .errors import (
     RetryExhaustedError,
     StreamClosedError,
 )
+from .host.backends.base import Backend, BackendError, Completion, TokenStream
+from .host.backends.echo import EchoBackend
+from .host.backends.openai import OpenAIBackend
+from .host.service import HostConfig, HostService
 from .node import BootstrapResult, DiscoveryManager, NodeState
-
-__version__ = "0.1.0"
+from .protocols.status import HostStatus
+from .wire.messages import BadRequestError, Host, JobResult, PeerInfo
 
 __all__ = [
     "ENV_VARS",
+    "Backend",
+    "BackendError",
+    "BadRequestError",
     "BootstrapResult",
+    "Completion",
     "ConfigError",
     "ControlError",
     "DaemonError",
@@ -44,23 +58,39 @@ __all__ = [
     "DaemonStartError",
     "DaemonUnavailableError",
     "DiscoveryManager",
+    "EchoBackend",
+    "FabstirClient",
     "FabstirError",
     "FabstirTimeoutError",
+    "FinderSettings",
+    "Host",
+    "HostConfig",
+    "HostCriteria",
+    "HostService",
+    "HostStatus",
     "InvalidMultiaddrError",
+    "InvalidPeerIdError",
     "JobRejectedError",
+    "JobResult",
+    "JobStream",
     "MalformedMessageError",
     "MessageTooLargeError",
+    "NoMatchingHostError",
     "NodeClosedError",
     "NodeConfig",
     "NodeNotStartedError",
     "NodeState",
     "NodeStateError",
+    "OpenAIBackend",
     "PeerError",
+    "PeerInfo",
     "PeerUnreachableError",
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RemoteError",
     "RetryExhaustedError",
+    "RetryPolicy",
     "StreamClosedError",
+    "TokenStream",
     "__version__",
 ]

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, get_args
 
 from multiaddr import Multiaddr
 
-from fabstir_sidecar.errors import ConfigError, InvalidMultiaddrError
+from fabstir_sidecar.errors import ConfigError, InvalidMultiaddrError, InvalidPeerIdError
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -92,10 +92,10 @@ def parse_peer_id(value: str, *, name: str) -> str:
     itself inlined with the identity hash (``12D3KooW...`` for Ed25519).
     """
     if not isinstance(value, str) or not value:
-        raise ConfigError(name, value, "expected a base58 peer id such as 12D3KooW...")
+        raise InvalidPeerIdError(name, value, "expected a base58 peer id such as 12D3KooW...")
     raw = _b58decode(value)
     if raw is None:
-        raise ConfigError(name, value, "peer id is not base58btc")
+        raise InvalidPeerIdError(name, value, "peer id is not base58btc")
     ok = len(raw) >= 2 and len(raw) == raw[1] + 2
     if ok and raw[0] == _MH_SHA2_256:
         ok = raw[1] == 32
@@ -104,7 +104,9 @@ def parse_peer_id(value: str, *, name: str) -> str:
     else:
         ok = False
     if not ok:
-        raise ConfigError(name, value, "not a libp2p peer id (base58 sha2-256/identity multihash)")
+        raise InvalidPeerIdError(
+            name, value, "not a libp2p peer id (base58 sha2-256/identity multihash)"
+        )
     return value
 
 

@@ -9,7 +9,8 @@ Tree::
 
     FabstirError
     ├── ConfigError (ValueError)              bad option / environment variable
-    │   └── InvalidMultiaddrError             a multiaddr that does not parse
+    │   ├── InvalidMultiaddrError             a multiaddr that does not parse
+    │   └── InvalidPeerIdError                a string that is not a libp2p peer ID
     ├── NodeStateError
     │   ├── NodeNotStartedError               call before create_node()
     │   └── NodeClosedError                   call after stop(); no reopen
@@ -25,10 +26,12 @@ Tree::
     ├── ProtocolError                         the peer broke the wire protocol
     │   ├── MessageTooLargeError              over the size cap (1 MiB)
     │   ├── MalformedMessageError             not UTF-8 / not JSON / wrong shape
+    │   │   └── BadRequestError (wire/messages.py)  valid JSON, wrong fields or types
     │   ├── StreamClosedError                 the stream ended before a complete message
     │   └── RemoteError                       the peer answered with an error frame
     │       └── JobRejectedError              a host rejected a job (model, busy, ...)
     ├── NoMatchingHostError                   find_host: no candidate met the criteria
+    ├── BackendError (host/backends/base.py)  a host's LLM backend failed
     ├── FabstirTimeoutError (TimeoutError)    a deadline passed
     └── RetryExhaustedError                   every retry of a transient failure failed
 """
@@ -63,6 +66,10 @@ class ConfigError(FabstirError, ValueError):
 
 class InvalidMultiaddrError(ConfigError):
     """A string is not a valid multiaddr (or lacks a required part such as /p2p/)."""
+
+
+class InvalidPeerIdError(ConfigError):
+    """A string that is not a libp2p peer ID."""
 
 
 # ----------------------------------------------------------------------- node state

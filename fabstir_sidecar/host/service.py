@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from .. import __version__
+from .._version import __version__
 from ..errors import FabstirError
 from ..node import DiscoveryManager
 from ..protocols import ids

@@ -44,6 +44,7 @@ from ..errors import (
     DaemonUnavailableError,
     FabstirError,
     FabstirTimeoutError,
+    InvalidPeerIdError,
     PeerUnreachableError,
     ProtocolNotSupportedError,
     StreamClosedError,
@@ -59,10 +60,6 @@ Gate = Callable[[], None]
 
 _P_UNIX = 400
 _MAX_CONTROL_MESSAGE = 4 * 1024 * 1024  # p2pd's own persistentConnMaxMsgSize default
-
-
-class InvalidPeerIdError(ConfigError):
-    """A string that is not a libp2p peer ID."""
 
 
 # ------------------------------------------------------------------ pure encoders
@@ -99,7 +96,7 @@ def peer_id_to_bytes(peer_id: str, *, name: str = "peer_id") -> bytes:
     except (ValueError, UnicodeEncodeError) as exc:
         raise InvalidPeerIdError(name, peer_id, "not base58") from exc
     ok = len(raw) >= 2 and (
-        (raw[0] == 0x00 and raw[1] == len(raw) - 2)  # identity multihash (Ed25519 keys)
+        (raw[0] == 0x00 and 1 <= raw[1] <= 42 and raw[1] == len(raw) - 2)  # inlined key
         or (raw[0] == 0x12 and raw[1] == 32 and len(raw) == 34)  # sha2-256 (RSA keys)
     )
     if not ok:
@@ -239,12 +236,15 @@ class DaemonControl:
             self._unix_path = control_addr[len("/unix") :]
         else:
             try:
-                ma = Multiaddr(control_addr)
-                host = ma.value_for_protocol("ip4")
-                port = int(ma.value_for_protocol("tcp"))
+                parts = str(Multiaddr(control_addr)).split("/")
+                if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+                    raise ValueError("unsupported shape")
+                host, port = parts[2], int(parts[4])
             except Exception as exc:
                 raise ConfigError(
-                    "control_addr", control_addr, "expected /unix/<path> or /ip4/<ip>/tcp/<port>"
+                    "control_addr",
+                    control_addr,
+                    "expected /unix/<path>, /ip4/<ip>/tcp/<port> or /ip6/<ip>/tcp/<port>",
                 ) from exc
             self._tcp = (str(host), port)
 
@@ -320,7 +320,7 @@ class DaemonControl:
             connect=pb.ConnectRequest(
                 peer=raw_id,
                 addrs=[multiaddr_to_bytes(a) for a in addrs],
-                timeout=int(timeout or self.request_timeout),
+                timeout=max(1, int(timeout or self.request_timeout)),
             ),
         ).SerializeToString()
         await self._call(_frame(req), peer_id=peer_id, timeout=timeout)
