@@ -307,6 +307,9 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
             raise ConfigError(n("data_dir"), data_dir, "expected a directory path")
         out["data_dir"] = Path(data_dir).expanduser()
     out["provide_interval"] = _seconds(values["provide_interval"], n("provide_interval"))
+    out["mdns_interval"] = _seconds(values["mdns_interval"], n("mdns_interval"))
+    if out["mdns_interval"] < 1.0:
+        raise ConfigError(n("mdns_interval"), values["mdns_interval"], "must be >= 1 second")
 
     identity = values["identity_file"]
     if identity is not None:
@@ -426,6 +429,8 @@ class NodeConfig:
     restart_daemon: bool = True
     data_dir: Path | None = None
     """Where the node keeps state (the peer cache). None: nothing is written to disk."""
+    mdns_interval: float = 10.0
+    """Seconds between mDNS queries (RFC 6762 allows no less than 1)."""
     provide_interval: float = 3600.0
     """Seconds between DHT re-provides of a host's model records (PROTOCOL.md section 4)."""
 

@@ -29,6 +29,7 @@ import anyio.abc
 
 from .config import NodeConfig, split_peer_multiaddr
 from .discovery.matching import HostCriteria
+from .discovery.mdns import MdnsService, mdns_interfaces
 from .discovery.peer_cache import PeerCache
 from .discovery.service import Discovery, FinderSettings
 from .errors import (
@@ -100,6 +101,8 @@ class DiscoveryManager:
         self.bootstrap_results: list[BootstrapResult] = []
         self._finder_settings = finder
         self._discovery: Discovery | None = None
+        self._mdns: MdnsService | None = None
+        self._mdns_found = anyio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,6 +222,8 @@ class DiscoveryManager:
         await self._discovery.start()
         self.bootstrap_results = await self._connect_bootstrap()
         tg.start_soon(self._maintain_connections)
+        if cfg.enable_mdns:
+            await self._start_mdns(tg)
         if len(peer_cache):
             tg.start_soon(self._reconnect_cached_peers)
         log.info(
@@ -290,6 +295,49 @@ class DiscoveryManager:
             for address in self._config.bootstrap if addresses is None else addresses:
                 tg.start_soon(dial, address)
         return results
+
+    async def _start_mdns(self, tg: anyio.abc.TaskGroup) -> None:
+        """libp2p mDNS on the interfaces of our listen addresses only (none for loopback)."""
+        interfaces = mdns_interfaces(self._config.listen)
+        if not interfaces:
+            return
+        self._mdns = MdnsService(
+            peer_id=self.peer_id,
+            addrs=await self.get_addrs(),
+            interfaces=interfaces,
+            on_peer=self._on_mdns_peer,
+            query_interval=self._config.mdns_interval,
+        )
+        await tg.start(self._mdns.run)
+
+    def _on_mdns_peer(self, peer_id: str, addrs: list[str]) -> None:
+        assert self._discovery is not None and self._tg is not None
+        bare = tuple(a.rpartition("/p2p/")[0] or a for a in addrs)
+        self._discovery.mdns_peers[peer_id] = bare
+        self._mdns_found.set()
+        self._tg.start_soon(self._dial_mdns_peer, peer_id, bare)
+
+    async def _dial_mdns_peer(self, peer_id: str, addrs: tuple[str, ...]) -> None:
+        try:
+            await self._require_control().connect(
+                peer_id, addrs, timeout=self._config.connection_timeout
+            )
+        except FabstirError as exc:
+            log.info("mDNS peer not reachable", extra={"peer": peer_id, "error": str(exc)})
+        else:
+            log.info("connected to mDNS peer", extra={"peer": peer_id})
+
+    async def wait_for_mdns_peer(self, timeout: float) -> bool:
+        """Wait until mDNS found at least one peer (False on timeout or if mDNS is off)."""
+        if self._mdns is None:
+            return False
+        with anyio.move_on_after(timeout):
+            await self._mdns_found.wait()
+        return self._mdns_found.is_set()
+
+    @property
+    def mdns_active(self) -> bool:
+        return self._mdns is not None
 
     async def _reconnect_cached_peers(self) -> None:
         """After a restart, dial hosts we knew (the peer cache) without waiting for discovery."""

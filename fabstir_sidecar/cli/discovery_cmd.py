@@ -105,6 +105,9 @@ async def _find(cfg: NodeConfig, criteria: HostCriteria, timeout: float) -> list
                 if cfg.bootstrap and not any(r.ok for r in node.bootstrap_results):
                     reasons = "; ".join(f"{r.address}: {r.error}" for r in node.bootstrap_results)
                     raise FabstirError(f"no bootstrap peer reachable ({reasons})")
+                if node.mdns_active:
+                    # mDNS answers take up to a second after start; give them a moment.
+                    await node.wait_for_mdns_peer(min(2.0, timeout / 4))
                 return await node.find_hosts(criteria)
     except TimeoutError:
         raise FabstirTimeoutError(f"search did not finish within {timeout:.1f}s") from None
@@ -122,8 +125,12 @@ def diagnose(
         report = anyio.run(_diagnose, cfg)
     except FabstirError as exc:
         fail(str(exc), exit_code_for(exc))
+    # Either way, an unreachable bootstrap peer is a failure (exit 1), as in text mode.
+    unreachable = not all(e["reachable"] for e in report["bootstrap"])
     if json_out:
         say(json.dumps(report, ensure_ascii=False))
+        if unreachable:
+            sys.exit(1)
         return
     say(f"running:          {report['running']}")
     say(f"p2pd:             {report['p2pd']}")
@@ -137,7 +144,7 @@ def diagnose(
         state = "reachable" if entry["reachable"] else f"UNREACHABLE ({entry['error']})"
         say(f"bootstrap:        {entry['address']}: {state}")
     say(f"DHT:              {report['dht']}")
-    if not all(e["reachable"] for e in report["bootstrap"]):
+    if unreachable:
         sys.exit(1)
 
 

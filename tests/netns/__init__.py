@@ -1,0 +1,1 @@
+"""Multi-host tests in Linux network namespaces that the tests create and remove."""
