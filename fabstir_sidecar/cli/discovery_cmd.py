@@ -67,6 +67,7 @@ def find(
     min_uptime: Annotated[int | None, typer.Option("--min-uptime", help="seconds")] = None,
     location: Annotated[str | None, typer.Option("--location", help="ISO country code")] = None,
     bootstrap: BootstrapOpt = None,
+    listen: ListenOpt = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds for the whole search.")
     ] = 15.0,
@@ -85,7 +86,7 @@ def find(
             location=location,
         )
         cfg = node_config(
-            listen=None, bootstrap=bootstrap, identity=None, p2pd=p2pd, data_dir=data_dir
+            listen=listen, bootstrap=bootstrap, identity=None, p2pd=p2pd, data_dir=data_dir
         )
         ranked = anyio.run(_find, cfg, criteria, timeout)
     except NoMatchingHostError as exc:
