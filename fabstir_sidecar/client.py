@@ -94,8 +94,12 @@ class FabstirClient:
         policy = self.retry
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_s),
+            # jitter scaled to the policy: tenacity's default (up to 1 s) would swamp small
+            # backoffs, making every wait jump to max_backoff_s.
             wait=wait_exponential_jitter(
-                initial=policy.initial_backoff_s, max=policy.max_backoff_s
+                initial=policy.initial_backoff_s,
+                max=policy.max_backoff_s,
+                jitter=policy.initial_backoff_s,
             ),
             retry=retry_if_exception_type(TRANSIENT),
             sleep=anyio.sleep,

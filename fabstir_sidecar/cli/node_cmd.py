@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +29,7 @@ from .common import (
     TimeoutMsOpt,
     node_config,
 )
-from .output import emit_event, exit_code_for, fail, say, wait_for_shutdown_signal
+from .output import emit_event, exit_code_for, fail, say
 
 
 def node(
@@ -65,27 +66,31 @@ def node(
 
 
 async def _run_node(cfg: NodeConfig, json_out: bool) -> None:
-    async with DiscoveryManager(cfg) as mgr:
-        addrs = await mgr.get_addrs()
+    # Take over SIGINT/SIGTERM before "ready" is printed: a signal sent right after it must
+    # stop the node cleanly (exit 0), not meet Python's default handlers (exit 130 / killed).
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with DiscoveryManager(cfg) as mgr:
+            addrs = await mgr.get_addrs()
 
-        def on_message(sender: str, message: Any) -> None:
+            def on_message(sender: str, message: Any) -> None:
+                if json_out:
+                    emit_event("message", **{"from": sender, "message": message})
+                else:
+                    say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
+
+            mgr.on_message(on_message)
             if json_out:
-                emit_event("message", **{"from": sender, "message": message})
+                emit_event("ready", peer_id=mgr.peer_id, addrs=addrs)
             else:
-                say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
-
-        mgr.on_message(on_message)
-        if json_out:
-            emit_event("ready", peer_id=mgr.peer_id, addrs=addrs)
-        else:
-            say(f"peer id: {mgr.peer_id}")
-            for addr in addrs:
-                say(f"listening: {addr}")
-            failed = [r for r in mgr.bootstrap_results if not r.ok]
-            for result in failed:
-                say(f"bootstrap unreachable: {result.address} ({result.error})")
-            say("press Ctrl-C to stop")
-        await wait_for_shutdown_signal()
+                say(f"peer id: {mgr.peer_id}")
+                for addr in addrs:
+                    say(f"listening: {addr}")
+                failed = [r for r in mgr.bootstrap_results if not r.ok]
+                for result in failed:
+                    say(f"bootstrap unreachable: {result.address} ({result.error})")
+                say("press Ctrl-C to stop")
+            async for _signum in signals:
+                break
 
 
 def send(

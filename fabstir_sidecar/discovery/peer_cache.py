@@ -8,6 +8,7 @@ truth: an entry is a hint until the host answers again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -104,14 +105,20 @@ class PeerCache:
         if self.path is None or not self._dirty:
             return
         doc = {"version": FORMAT_VERSION, "peers": [asdict(p) for p in self.peers()]}
+        tmp: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".peers-", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh)
             os.replace(tmp, self.path)
+            tmp = None
             self._dirty = False
         except OSError as exc:
             log.warning(
                 "could not save peer cache", extra={"path": str(self.path), "error": str(exc)}
             )
+        finally:
+            if tmp is not None:  # a failed write leaves no stray temp file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)

@@ -26,6 +26,7 @@ import anyio
 from ..errors import (
     FabstirError,
     NoMatchingHostError,
+    PeerUnreachableError,
     ProtocolNotSupportedError,
 )
 from ..protocols import ids
@@ -76,7 +77,8 @@ class Discovery:
     ) -> None:
         self.node = node
         self.settings = settings or FinderSettings()
-        self.peer_cache = peer_cache or PeerCache(None)
+        # Not ``peer_cache or ...``: an empty cache (a first run) has len 0 and is falsy.
+        self.peer_cache = peer_cache if peer_cache is not None else PeerCache(None)
         self.local_host: PeerInfo | None = None  # set by a HostService on this node
         self.mdns_peers: dict[str, tuple[str, ...]] = {}
         self._status: SingleFlight[HostStatus] = SingleFlight(
@@ -86,6 +88,7 @@ class Discovery:
             self.settings.status_ttl
         )
         self._limiter = anyio.CapacityLimiter(self.settings.fanout)
+        self._routing_table_ready: anyio.Event | None = None
         self.last_lookup = LookupStats()
 
     @property
@@ -127,9 +130,39 @@ class Discovery:
 
     # --------------------------------------------------------------- sources
 
-    async def _dht_providers(self, models: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    async def _wait_for_routing_table(self) -> None:
+        """Right after start, the DHT routing table stays empty until identify has run on the
+        first connections, and a provider lookup then ends at once with nothing found (a
+        one-shot ``find`` would miss every host). Wait, once per node and bounded by
+        ``dht_timeout``, until the table has a peer (p2pd: "failed to find any peer in table").
+        """
+        if self._routing_table_ready is not None:
+            await self._routing_table_ready.wait()  # concurrent lookups of other keys
+            return
+        self._routing_table_ready = ready = anyio.Event()
+        try:
+            with anyio.move_on_after(self.settings.dht_timeout):
+                while True:
+                    try:
+                        await self.node.control.dht_closest_peers(
+                            self.node.peer_id.encode(), timeout=self.settings.dht_timeout
+                        )
+                    except PeerUnreachableError:
+                        await anyio.sleep(0.05)
+                        continue
+                    except FabstirError:
+                        pass
+                    return
+        finally:
+            ready.set()
+
+    async def _dht_providers(
+        self, models: Sequence[str], *, connected: bool = True
+    ) -> dict[str, tuple[str, ...]]:
         if not self.node.config.enable_dht:
             return {}
+        if connected:
+            await self._wait_for_routing_table()
         found: dict[str, tuple[str, ...]] = {}
         keys = list(models) or [ANY_HOST_KEY]
 
@@ -187,7 +220,7 @@ class Discovery:
             ("known", {p.peer_id: p.addrs for p in self.known_hosts()}),
         ]
         dht, hints = await _both(
-            self._dht_providers(models),
+            self._dht_providers(models, connected=bool(connected)),
             self._exchange_hints(models, list(dict.fromkeys(bootstrap + connected))),
         )
         ordered += [

@@ -98,6 +98,13 @@ class DaemonStream:
         except _SOCKET_ERRORS as exc:
             raise StreamClosedError(f"stream to {self.peer_id} broke: {exc}") from exc
 
+    async def send_eof(self) -> None:
+        """Close our write side only: p2pd sees EOF and closes the libp2p stream for writing."""
+        try:
+            await self._sock.send_eof()
+        except _SOCKET_ERRORS as exc:
+            raise StreamClosedError(f"stream to {self.peer_id} broke: {exc}") from exc
+
     async def aclose(self) -> None:
         """Close the stream (both directions). Idempotent, never raises, survives cancellation."""
         if self._closed:

@@ -7,6 +7,7 @@ stream's authenticated remote peer — nothing in the body is trusted as "from".
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,12 @@ from typing import Any
 
 import anyio
 
-from ..errors import FabstirTimeoutError, MessageTooLargeError, ProtocolError
+from ..errors import (
+    FabstirTimeoutError,
+    MessageTooLargeError,
+    ProtocolError,
+    StreamClosedError,
+)
 from ..p2pd.control import DaemonControl
 from ..p2pd.stream import DaemonStream
 from ..wire.json_codec import decode_json_value, encode_json
@@ -48,6 +54,13 @@ async def send_message(
             stream = await control.open_stream(peer_id, [protocol], timeout=timeout)
             async with stream:
                 await stream.send(data)
+                # Half-close, then wait until p2pd closes its end: by then it has read every
+                # byte and closed the libp2p stream, so stopping the node right after this
+                # returns (as `fabstir-sidecar send` does) no longer drops the message.
+                await stream.send_eof()
+                with contextlib.suppress(StreamClosedError):
+                    while await stream.receive_some():
+                        pass
     except TimeoutError:
         raise FabstirTimeoutError(
             f"sending a message to {peer_id} took over {timeout:.1f}s"

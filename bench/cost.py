@@ -1,0 +1,248 @@
+"""Cost: node cold start to ready against raw p2pd spawn to ready, memory per idle node
+(Python process RSS and p2pd RSS, from /proc/<pid>/status VmRSS), and file descriptors per
+connection and per open stream (/proc/<pid>/fd)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import anyio
+
+from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.p2pd.control import DaemonControl
+from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
+from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
+
+from . import refs
+from .common import Batch, Ctx, host_process, interleaved
+from .procs import fd_count, progress, rss_kib
+from .stats import Figure, Row, Target
+
+MIB = 1024.0
+
+
+async def run(ctx: Ctx) -> None:
+    await _startup(ctx)
+    await _memory(ctx)
+    await _fds(ctx)
+
+
+# ------------------------------------------------------------------ start-up
+
+
+async def _startup(ctx: Ctx) -> None:
+    rounds = ctx.pick(2, 10)
+
+    async def ours(_: int) -> list[float]:
+        node = ctx.node()
+        t0 = time.perf_counter()
+        await node.create_node()
+        elapsed = (time.perf_counter() - t0) * 1000
+        ctx.track(node)
+        await node.stop()
+        return [elapsed]
+
+    async def ours_dht(_: int) -> list[float]:
+        node = ctx.node(enable_dht=True, dht_mode="server")
+        t0 = time.perf_counter()
+        await node.create_node()
+        elapsed = (time.perf_counter() - t0) * 1000
+        ctx.track(node)
+        await node.stop()
+        return [elapsed]
+
+    async def raw(_: int) -> list[float]:
+        runtime = RuntimeDir()
+        try:
+            sock = runtime.file("p2pd.sock")
+            spec = DaemonSpec(
+                binary=ctx.p2pd,
+                control_socket=sock,
+                listen=("/ip4/127.0.0.1/tcp/0",),
+                enable_dht=False,
+            )
+            proc = DaemonProcess(spec)
+            probe = DaemonControl(f"/unix{sock}", request_timeout=2.0)
+            async with anyio.create_task_group() as tg:
+                t0 = time.perf_counter()
+                try:
+                    await proc.start(tg, ready_check=probe.identify, timeout=10)
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    if proc.pid:
+                        ctx.daemon_pids.add(proc.pid)
+                finally:
+                    await proc.stop(grace=3)
+            return [elapsed]
+        finally:
+            runtime.close()
+
+    batches: dict[str, Batch] = {"ours": ours, "ours_dht": ours_dht, "raw": raw}
+    progress(f"cost: {rounds} cold starts per method")
+    samples = await interleaved(batches, rounds=rounds, per_round=1, warmup=1)
+    fig = {k: Figure.of(v, "ms") for k, v in samples.items()}
+    ctx.add(
+        Row(
+            "cost.node_start",
+            "node cold start to ready (DiscoveryManager.create_node, DHT off)",
+            fig["ours"],
+            fig["raw"],
+            "raw p2pd spawn to ready (DaemonProcess + IDENTIFY)",
+            Target("<", 300, on="value", text="< 0.3 s"),
+        )
+    )
+    ctx.add(
+        Row(
+            "cost.node_start_dht",
+            "node cold start to ready, DHT server mode",
+            fig["ours_dht"],
+            fig["raw"],
+            "raw p2pd spawn to ready (DaemonProcess + IDENTIFY)",
+            Target("<", 300, on="value", text="< 0.3 s"),
+        )
+    )
+
+
+# ------------------------------------------------------------------- memory
+
+
+async def _memory(ctx: Ctx) -> None:
+    rounds = ctx.pick(1, 3)
+    many = ctx.pick(3, 10)
+    base: list[float] = []
+    one: list[float] = []
+    per_node: list[float] = []
+    daemon: list[float] = []
+    raw_daemon: list[float] = []
+    for _ in range(rounds):
+        async with host_process(ctx, hosts=0, name="mem-baseline") as proc:
+            await anyio.sleep(0.5)
+            base.append((rss_kib(proc.pid) or 0) / MIB)
+        async with host_process(ctx, hosts=1, role="node", name="mem-one") as proc:
+            await anyio.sleep(1.0)
+            one.append((rss_kib(proc.pid) or 0) / MIB)
+            daemon.append((rss_kib(int(proc.hosts[0]["daemon_pid"])) or 0) / MIB)
+        async with host_process(ctx, hosts=many, role="node", name="mem-many") as proc:
+            await anyio.sleep(1.0)
+            per_node.append(((rss_kib(proc.pid) or 0) / MIB - base[-1]) / many)
+        raw_daemon.append(await _raw_daemon_rss(ctx))
+    ctx.add(
+        Row(
+            "mem.python_idle_node",
+            "Python process RSS with one idle node (interpreter + package + node)",
+            Figure.of(one, "MiB"),
+            Figure.of(base, "MiB"),
+            "same process, no node (interpreter + imports)",
+            Target("<", 60, on="value", text="< 60 MB"),
+        )
+    )
+    ctx.add(
+        Row(
+            "mem.python_per_extra_node",
+            f"Python RSS per idle node, {many} nodes in one process, above the baseline",
+            Figure.of(per_node, "MiB"),
+            Figure.of(one, "MiB"),
+            "one-node process",
+            Target("<", 60, on="value", text="< 60 MB"),
+        )
+    )
+    ctx.add(
+        Row(
+            "mem.p2pd_idle",
+            "p2pd RSS of an idle node",
+            Figure.of(daemon, "MiB"),
+            Figure.of(raw_daemon, "MiB"),
+            "raw p2pd, no handlers, idle",
+        )
+    )
+
+
+async def _raw_daemon_rss(ctx: Ctx) -> float:
+    runtime = RuntimeDir()
+    try:
+        sock = runtime.file("p2pd.sock")
+        spec = DaemonSpec(
+            binary=ctx.p2pd,
+            control_socket=sock,
+            listen=("/ip4/127.0.0.1/tcp/0",),
+            enable_dht=False,
+        )
+        proc = DaemonProcess(spec)
+        probe = DaemonControl(f"/unix{sock}", request_timeout=2.0)
+        async with anyio.create_task_group() as tg:
+            try:
+                await proc.start(tg, ready_check=probe.identify, timeout=10)
+                assert proc.pid is not None
+                ctx.daemon_pids.add(proc.pid)
+                await anyio.sleep(1.0)
+                return (rss_kib(proc.pid) or 0) / MIB
+            finally:
+                await proc.stop(grace=3)
+    finally:
+        runtime.close()
+
+
+# --------------------------------------------------------------------- fds
+
+
+def _fd(pid: int | None = None) -> int:
+    count = fd_count(pid)
+    if count is None:
+        raise RuntimeError(f"cannot count the fds of {pid or 'this process'}")
+    return count
+
+
+async def _fds(ctx: Ctx) -> None:
+    peers = ctx.pick(3, 10)
+    streams = ctx.pick(5, 50)
+    async with (
+        host_process(ctx, hosts=peers, role="node", raw=True, name="fd-peers") as fleet,
+        DiscoveryManager(**ctx.node_options(max_connections=4 * peers)) as node,
+    ):
+        ctx.track(node)
+        daemon_pid = refs.node_daemon_pid(node)
+        assert daemon_pid is not None
+        await anyio.sleep(0.2)
+        py0, d0 = _fd(), _fd(daemon_pid)
+        for host in fleet.hosts:
+            await node.connect_to_peer(host["addrs"][0])
+        await anyio.sleep(0.2)
+        py1, d1 = _fd(), _fd(daemon_pid)
+        opened = []
+        try:
+            for _ in range(streams):
+                opened.append(await node.control.open_stream(fleet.peer_id, [refs.ECHO]))
+            await anyio.sleep(0.2)
+            py2, d2 = _fd(), _fd(daemon_pid)
+        finally:
+            for stream in opened:
+                await stream.aclose()
+        assert fleet.tcp_port is not None
+        async with contextlib.AsyncExitStack() as stack:
+            t0 = _fd()
+            for _ in range(streams):
+                sock, _reader = await refs.open_tcp(fleet.tcp_port, b"E")
+                stack.push_async_callback(sock.aclose)
+            t1 = _fd()
+    tcp_per = (t1 - t0) / streams
+    tcp_fig = Figure.of([tcp_per], "fds")
+    ctx.add(
+        Row(
+            "fd.per_connection",
+            f"fds per libp2p connection, Python + p2pd ({peers} peers)",
+            Figure.of([((py1 - py0) + (d1 - d0)) / peers], "fds"),
+            tcp_fig,
+            "plain TCP connection",
+            extra={"python": (py1 - py0) / peers, "p2pd": (d1 - d0) / peers},
+        )
+    )
+    ctx.add(
+        Row(
+            "fd.per_stream",
+            f"fds per open stream, Python + p2pd ({streams} streams on one connection)",
+            Figure.of([((py2 - py1) + (d2 - d1)) / streams], "fds"),
+            tcp_fig,
+            "plain TCP connection",
+            extra={"python": (py2 - py1) / streams, "p2pd": (d2 - d1) / streams},
+        )
+    )

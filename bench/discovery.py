@@ -1,0 +1,286 @@
+"""Discovery on a loopback network: a bootstrap node and N hosts (DHT servers), started
+concurrently in batches in host processes of at most 25 hosts each.
+
+For each network size: find_host cold (a new node: start, bootstrap, DHT, status queries)
+and warm (a running node whose caches have expired: ``FinderSettings(status_ttl=0)``), the
+status queries one lookup makes (``node.discovery.last_lookup``), and DHT PROVIDE and
+FIND_PROVIDERS times, ours (``DaemonControl``) against p2pclient on the same daemons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import uuid
+
+import anyio
+from multiaddr import Multiaddr
+from p2pclient import Client
+
+from fabstir_sidecar.discovery.matching import HostCriteria
+from fabstir_sidecar.discovery.service import FinderSettings
+from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.p2pd.control import DaemonControl
+from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
+from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
+from fabstir_sidecar.protocols.status import request_status
+from fabstir_sidecar.wire.keys import model_cid
+
+from . import refs
+from .common import Ctx, HostProc, host_process
+from .hostproc import MODEL
+from .procs import progress
+from .stats import Figure, Row, Target
+
+HOSTS_PER_PROCESS = 25
+CRITERIA = HostCriteria(required_models=(MODEL,))
+
+
+async def raw_spawn_ms(ctx: Ctx) -> float:
+    """p2pd spawn to ready (first IDENTIFY answered), as DaemonProcess does it."""
+    runtime = RuntimeDir()
+    try:
+        sock = runtime.file("p2pd.sock")
+        spec = DaemonSpec(
+            binary=ctx.p2pd,
+            control_socket=sock,
+            listen=("/ip4/127.0.0.1/tcp/0",),
+            enable_dht=True,
+            dht_mode="server",
+        )
+        proc = DaemonProcess(spec)
+        probe = DaemonControl(f"/unix{sock}", request_timeout=2.0)
+        async with anyio.create_task_group() as tg:
+            t0 = time.perf_counter()
+            try:
+                await proc.start(tg, ready_check=probe.identify, timeout=10)
+                elapsed = (time.perf_counter() - t0) * 1000
+                if proc.pid:
+                    ctx.daemon_pids.add(proc.pid)
+            finally:
+                await proc.stop(grace=3)
+        return elapsed
+    finally:
+        runtime.close()
+
+
+async def run(ctx: Ctx) -> None:
+    sizes = ctx.pick([4], [n for n in (10, 50, 100) if n <= ctx.max_hosts])
+    series: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "hosts",
+            "warm_p50",
+            "warm_p99",
+            "cold_median",
+            "status_queries",
+            "candidates",
+            "provide_ms",
+            "find_ms",
+            "start_s",
+        )
+    }
+    for n in sizes:
+        await _network(ctx, n, series)
+    ctx.series["discovery"] = series
+
+
+async def _network(ctx: Ctx, n: int, series: dict[str, list[float]]) -> None:
+    warm_n = ctx.pick(3, 15)
+    cold_n = ctx.pick(1, 5)
+    dht_n = ctx.pick(1, 3)
+    settings = FinderSettings()
+    async with contextlib.AsyncExitStack() as stack:
+        boot = await stack.enter_async_context(
+            ctx.node(enable_dht=True, dht_mode="server", max_connections=4 * n + 50)
+        )
+        ctx.track(boot)
+        boot_addr = (await boot.get_addrs())[0]
+        progress(f"discovery n={n}: starting {n} hosts")
+        t0 = time.perf_counter()
+        procs: list[HostProc] = []
+        async with anyio.create_task_group() as tg:
+            for i in range(math.ceil(n / HOSTS_PER_PROCESS)):
+                count = min(HOSTS_PER_PROCESS, n - i * HOSTS_PER_PROCESS)
+
+                async def start(count: int = count, i: int = i) -> None:
+                    procs.append(
+                        await stack.enter_async_context(
+                            host_process(
+                                ctx,
+                                hosts=count,
+                                dht="server",
+                                bootstrap=(boot_addr,),
+                                wait_advertised=True,
+                                batch=8,
+                                name=f"fleet{i}",
+                                profile_as=f"discovery-n{n}-fleet{i}" if i == 0 else None,
+                            )
+                        )
+                    )
+
+                tg.start_soon(start)
+        started_s = time.perf_counter() - t0
+        hosts = [h for p in procs for h in p.hosts]
+        unadvertised = sum(1 for h in hosts if h.get("advertised_s") is None)
+        progress(
+            f"discovery n={n}: {len(hosts)} hosts up in {started_s:.1f}s "
+            f"({unadvertised} without DHT records yet)"
+        )
+
+        # ---- warm: a running node, caches expired before every lookup
+        finder = await stack.enter_async_context(
+            DiscoveryManager(
+                **ctx.node_options(enable_dht=True, dht_mode="server", bootstrap=(boot_addr,)),
+                finder=FinderSettings(status_ttl=0.0),
+            )
+        )
+        ctx.track(finder)
+        await _first_lookup(finder)
+        warm: list[float] = []
+        queries: list[float] = []
+        candidates: list[float] = []
+        for _ in range(warm_n):
+            t = time.perf_counter()
+            await finder.find_host(CRITERIA)
+            warm.append((time.perf_counter() - t) * 1000)
+            queries.append(float(finder.discovery.last_lookup.status_queries))
+            candidates.append(float(finder.discovery.last_lookup.candidates))
+        # reference for warm: one status round trip to one host (a lookup's least work)
+        best = hosts[0]["peer_id"]
+        single: list[float] = []
+        for _ in range(warm_n):
+            t = time.perf_counter()
+            await request_status(finder.control, best, timeout=5)
+            single.append((time.perf_counter() - t) * 1000)
+
+        # ---- cold: a new node each time, its start included
+        cold: list[float] = []
+        spawn: list[float] = []
+        for _ in range(cold_n):
+            spawn.append(await raw_spawn_ms(ctx))
+            t = time.perf_counter()
+            async with DiscoveryManager(
+                **ctx.node_options(enable_dht=True, dht_mode="server", bootstrap=(boot_addr,))
+            ) as fresh:
+                ctx.track(fresh)
+                await fresh.find_host(CRITERIA)
+                cold.append((time.perf_counter() - t) * 1000)
+
+        # ---- DHT provide / find: ours (DaemonControl) vs p2pclient, on the same daemons
+        provide, find, pc_provide, pc_find = await _dht(ctx, finder, boot, dht_n)
+
+    lat = Figure.of(warm, "ms", tail=True)
+    target_here = n == 50
+    ctx.add(
+        Row(
+            f"disc.n{n}.warm",
+            f"warm find_host, {n} hosts (running node, caches expired)",
+            lat,
+            Figure.of(single, "ms", tail=True),
+            "one status round trip",
+            Target("<", 100, on="value", text="p50 < 100 ms") if target_here else None,
+            extra={"warm_cached_ttl_s": settings.status_ttl},
+        )
+    )
+    ctx.add(
+        Row(
+            f"disc.n{n}.cold",
+            f"cold find_host, {n} hosts (node start + bootstrap + lookup)",
+            Figure.of(cold, "ms"),
+            Figure.of(spawn, "ms"),
+            "raw p2pd spawn to ready",
+            Target("<", 1000, on="value", text="< 1 s") if target_here else None,
+        )
+    )
+    ctx.add(
+        Row(
+            f"disc.n{n}.status_queries",
+            f"status queries per warm lookup, {n} hosts (candidates: {max(candidates):.0f})",
+            Figure.of(queries, "queries"),
+            Figure.of([float(n)], "hosts"),
+            "network size",
+            Target(
+                "<=",
+                settings.max_queries,
+                on="value",
+                text=f"<= max_queries ({settings.max_queries})",
+            ),
+            extra={"candidates": Figure.of(candidates, "peers").to_json()},
+        )
+    )
+    ctx.add(
+        Row(
+            f"disc.n{n}.dht_provide",
+            f"DHT PROVIDE of a new key, {n} hosts",
+            Figure.of(provide, "ms"),
+            Figure.of(pc_provide, "ms"),
+            "p2pclient dht_provide",
+        )
+    )
+    ctx.add(
+        Row(
+            f"disc.n{n}.dht_find",
+            f"DHT FIND_PROVIDERS to the first provider, {n} hosts",
+            Figure.of(find, "ms"),
+            Figure.of(pc_find, "ms"),
+            "p2pclient dht_find_providers",
+        )
+    )
+    series["hosts"].append(n)
+    series["warm_p50"].append(lat.median)
+    series["warm_p99"].append(lat.p99 or math.nan)
+    series["cold_median"].append(Figure.of(cold, "ms").median)
+    series["status_queries"].append(Figure.of(queries, "").median)
+    series["candidates"].append(Figure.of(candidates, "").median)
+    series["provide_ms"].append(Figure.of(provide, "").median)
+    series["find_ms"].append(Figure.of(find, "").median)
+    series["start_s"].append(started_s)
+    progress(
+        f"discovery n={n}: warm {lat.median:.1f} ms, cold {Figure.of(cold, '').median:.0f} ms, "
+        f"{Figure.of(queries, '').median:.0f} status queries"
+    )
+
+
+async def _first_lookup(node: DiscoveryManager) -> None:
+    """The DHT is eventual: retry until the finder sees a host (bounded)."""
+    with anyio.fail_after(30):
+        while True:
+            try:
+                await node.find_host(CRITERIA)
+                return
+            except Exception:
+                await anyio.sleep(0.2)
+
+
+async def _dht(
+    ctx: Ctx, provider: DiscoveryManager, searcher: DiscoveryManager, rounds: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    provide: list[float] = []
+    find: list[float] = []
+    pc_provide: list[float] = []
+    pc_find: list[float] = []
+    p_client = Client(control_maddr=Multiaddr(f"/unix{refs.node_control_socket(provider)}"))
+    s_client = Client(control_maddr=Multiaddr(f"/unix{refs.node_control_socket(searcher)}"))
+    for r in range(rounds):
+        for kind in ("ours", "p2pclient") if r % 2 == 0 else ("p2pclient", "ours"):
+            cid = model_cid(f"bench-{uuid.uuid4().hex}")
+            t = time.perf_counter()
+            if kind == "ours":
+                await provider.control.dht_provide(cid, timeout=30)
+            else:
+                with anyio.fail_after(30):
+                    await p_client.dht_provide(cid)
+            (provide if kind == "ours" else pc_provide).append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            if kind == "ours":
+                found = searcher.control.dht_find_providers(cid, count=1, timeout=10)
+                async with contextlib.aclosing(found):  # never leave it to the GC (cancel scopes)
+                    async for _peer in found:
+                        break
+            else:
+                with anyio.fail_after(10):
+                    await s_client.dht_find_providers(cid, 1)
+            (find if kind == "ours" else pc_find).append((time.perf_counter() - t) * 1000)
+    return provide, find, pc_provide, pc_find
