@@ -97,7 +97,7 @@ class FabstirClient:
             # jitter scaled to the policy: tenacity's default (up to 1 s) would swamp small
             # backoffs, making every wait jump to max_backoff_s.
             wait=wait_exponential_jitter(
-                initial=policy.initial_backoff_s,
+                multiplier=policy.initial_backoff_s,
                 max=policy.max_backoff_s,
                 jitter=policy.initial_backoff_s,
             ),

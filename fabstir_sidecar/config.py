@@ -285,6 +285,9 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["daemon_stop_grace"] = _seconds(
         values["daemon_stop_grace"], n("daemon_stop_grace"), allow_zero=True
     )
+    out["message_linger"] = _seconds(
+        values["message_linger"], n("message_linger"), allow_zero=True
+    )
 
     prefix = values["protocol_prefix"]
     if (
@@ -426,6 +429,12 @@ class NodeConfig:
     control_addr: str | None = None
     daemon_start_timeout: float = 10.0
     daemon_stop_grace: float = 3.0
+    message_linger: float = 0.5
+    """Seconds ``stop()`` keeps connections open after the last SDK message was sent.
+
+    ``/message`` has no acknowledgement (PROTOCOL.md section 2): the sender's daemon has
+    written the bytes, but a busy receiver whose daemon has not yet accepted the stream loses
+    it when the connection closes. Lingering gives it that time (0: no linger)."""
     restart_daemon: bool = True
     data_dir: Path | None = None
     """Where the node keeps state (the peer cache). None: nothing is written to disk."""

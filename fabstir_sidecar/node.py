@@ -98,6 +98,7 @@ class DiscoveryManager:
         )
         self._peer_id: str | None = None
         self._dialed: dict[str, list[str]] = {}  # peer -> addrs we were asked to connect to
+        self._last_message_sent: float | None = None  # anyio clock, for stop()'s linger
         self.bootstrap_results: list[BootstrapResult] = []
         self._finder_settings = finder
         self._discovery: Discovery | None = None
@@ -242,10 +243,22 @@ class DiscoveryManager:
             self._state = NodeState.CLOSED
             return
         self._state = NodeState.CLOSED
-        # Not shielded as a whole: the task group's cancel scope must exit where it was
-        # entered. Each step that must survive cancellation shields itself.
-        await self._stack.aclose()
+        try:
+            await self._linger_after_messages()
+        finally:
+            # Not shielded as a whole: the task group's cancel scope must exit where it was
+            # entered. Each step that must survive cancellation shields itself.
+            await self._stack.aclose()
         log.info("node stopped", extra={"peer_id": self._peer_id})
+
+    async def _linger_after_messages(self) -> None:
+        """Keep connections open until ``message_linger`` has passed since the last message
+        sent (see ``NodeConfig.message_linger``). Cancellable: Ctrl-C does not wait."""
+        if self._last_message_sent is None:
+            return
+        remaining = self._last_message_sent + self._config.message_linger - anyio.current_time()
+        if remaining > 0:
+            await anyio.sleep(remaining)
 
     async def _after_daemon_restart(self) -> None:
         """The daemon forgot everything: re-register handlers, re-dial bootstrap and peers."""
@@ -455,6 +468,7 @@ class DiscoveryManager:
             max_size=self._config.max_message_size,
             timeout=self._config.connection_timeout,
         )
+        self._last_message_sent = anyio.current_time()
 
     async def add_stream_handler(
         self,

@@ -189,7 +189,7 @@ class SpawnedDaemon:
         attempt_no = 0
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(4),
-            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0),
             retry=retry_if_exception_type(DaemonStartError),
             sleep=anyio.sleep,
             reraise=True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -225,6 +227,38 @@ async def test_message_survives_the_sender_stopping_right_after(p2pd_path: str) 
             got = await inbox.wait_for(rounds)
             assert sorted((m["round"], s) for s, m in got) == list(enumerate(senders))
             assert receiver.message_stats == {"received": rounds, "refused": 0}
+
+
+async def test_message_survives_a_busy_receiver_when_the_sender_stops(p2pd_path: str) -> None:
+    """The receiver's daemon is frozen (SIGSTOP) while a sender sends and stops at once: the
+    stream reaches it only after the send returned. ``/message`` has no acknowledgement, so
+    ``stop()`` lingers (``message_linger``) instead of closing the connection under it."""
+    rounds = 3
+    with anyio.fail_after(TEST_DEADLINE):
+        async with make_node(p2pd_path) as receiver:
+            inbox = Inbox()
+            receiver.on_message(inbox)
+            target = (await receiver.get_addrs())[0]
+            receiver_pid = receiver._daemon.pid  # type: ignore[union-attr]
+            assert receiver_pid is not None
+
+            async def thaw_later() -> None:
+                await anyio.sleep(0.2)
+                os.kill(receiver_pid, signal.SIGCONT)
+
+            for i in range(rounds):
+                async with anyio.create_task_group() as tg:
+                    async with make_node(p2pd_path, message_linger=0.6) as sender:
+                        await sender.connect_to_peer(target)
+                        os.kill(receiver_pid, signal.SIGSTOP)
+                        try:
+                            tg.start_soon(thaw_later)
+                            await sender.send_message(receiver.peer_id, {"round": i})
+                        except BaseException:
+                            os.kill(receiver_pid, signal.SIGCONT)
+                            raise
+            got = await inbox.wait_for(rounds)
+            assert sorted(m["round"] for _, m in got) == list(range(rounds))
 
 
 async def test_handlers_errors_unsubscribe_sync_and_async(

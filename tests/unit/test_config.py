@@ -86,6 +86,7 @@ def test_defaults() -> None:
     assert cfg.control_addr is None
     assert cfg.daemon_start_timeout == 10.0
     assert cfg.daemon_stop_grace == 3.0
+    assert cfg.message_linger == 0.5
     assert cfg.restart_daemon is True
 
 
@@ -392,6 +393,7 @@ def test_min_connections_above_env_max_names_both() -> None:
         ({"connection_timeout": "30"}, "connection_timeout", "30"),
         ({"daemon_start_timeout": 0.0}, "daemon_start_timeout", 0.0),
         ({"daemon_stop_grace": -0.1}, "daemon_stop_grace", -0.1),
+        ({"message_linger": -1}, "message_linger", -1),
         ({"max_message_size": 0}, "max_message_size", 0),
         ({"protocol_prefix": "fabstir-llm/1.0.0"}, "protocol_prefix", "fabstir-llm/1.0.0"),
         ({"protocol_prefix": "/fabstir-llm/"}, "protocol_prefix", "/fabstir-llm/"),
