@@ -247,16 +247,18 @@ async def test_message_survives_a_busy_receiver_when_the_sender_stops(p2pd_path:
                 os.kill(receiver_pid, signal.SIGCONT)
 
             for i in range(rounds):
-                async with anyio.create_task_group() as tg:
-                    async with make_node(p2pd_path, message_linger=0.6) as sender:
-                        await sender.connect_to_peer(target)
-                        os.kill(receiver_pid, signal.SIGSTOP)
-                        try:
-                            tg.start_soon(thaw_later)
-                            await sender.send_message(receiver.peer_id, {"round": i})
-                        except BaseException:
-                            os.kill(receiver_pid, signal.SIGCONT)
-                            raise
+                async with (
+                    anyio.create_task_group() as tg,
+                    make_node(p2pd_path, message_linger=0.6) as sender,
+                ):
+                    await sender.connect_to_peer(target)
+                    os.kill(receiver_pid, signal.SIGSTOP)
+                    try:
+                        tg.start_soon(thaw_later)
+                        await sender.send_message(receiver.peer_id, {"round": i})
+                    except BaseException:
+                        os.kill(receiver_pid, signal.SIGCONT)
+                        raise
             got = await inbox.wait_for(rounds)
             assert sorted(m["round"] for _, m in got) == list(range(rounds))
 
