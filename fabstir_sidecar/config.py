@@ -285,9 +285,7 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["daemon_stop_grace"] = _seconds(
         values["daemon_stop_grace"], n("daemon_stop_grace"), allow_zero=True
     )
-    out["message_linger"] = _seconds(
-        values["message_linger"], n("message_linger"), allow_zero=True
-    )
+    out["message_linger"] = _seconds(values["message_linger"], n("message_linger"), allow_zero=True)
 
     prefix = values["protocol_prefix"]
     if (
