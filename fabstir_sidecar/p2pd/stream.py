@@ -12,6 +12,7 @@ close a stream you still expect a reply on (see PROTOCOL.md section 2).
 from __future__ import annotations
 
 import contextlib
+from typing import NoReturn
 
 import anyio
 import anyio.abc
@@ -72,14 +73,47 @@ class DaemonStream:
         return data
 
     async def receive_exactly(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            if not await self._fill(max(n - len(self._buffer), 4096)):
-                raise StreamClosedError(
-                    f"stream from {self.peer_id} ended after {len(self._buffer)} of {n} bytes"
-                )
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return data
+        buffer = self._buffer
+        if len(buffer) >= n:
+            data = bytes(buffer[:n])
+            del buffer[:n]
+            return data
+        if n - len(buffer) < RECEIVE_CHUNK:
+            while len(buffer) < n:
+                if not await self._fill():
+                    self._short_read(n)
+            data = bytes(buffer[:n])
+            del buffer[:n]
+            return data
+        # A large body (up to a 1 MiB frame): keep the socket's chunks and join them once,
+        # instead of growing the buffer chunk by chunk and copying the result out again.
+        parts: list[bytes] = [bytes(buffer)] if buffer else []
+        have = len(buffer)
+        buffer.clear()
+        while have < n:
+            if self._eof:
+                self._buffer[:] = b"".join(parts)
+                self._short_read(n)
+            try:
+                chunk = await self._sock.receive(max(n - have, RECEIVE_CHUNK))
+            except anyio.EndOfStream:
+                self._eof = True
+                continue
+            except _SOCKET_ERRORS as exc:
+                self._eof = True
+                raise StreamClosedError(f"stream from {self.peer_id} broke: {exc}") from exc
+            need = n - have
+            if len(chunk) > need:
+                buffer += memoryview(chunk)[need:]
+                chunk = chunk[:need]
+            parts.append(chunk)
+            have += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _short_read(self, n: int) -> NoReturn:
+        raise StreamClosedError(
+            f"stream from {self.peer_id} ended after {len(self._buffer)} of {n} bytes"
+        )
 
     async def read_until_eof(self, limit: int) -> bytes:
         """Everything until the peer closes its write side; refuse more than ``limit`` bytes."""

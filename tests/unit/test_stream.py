@@ -1,0 +1,46 @@
+"""DaemonStream reads over a real unix socket pair: exact reads of small and large bodies,
+leftover bytes kept for the next read, and a short stream reported, not hung on."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import pytest
+
+from fabstir_sidecar.errors import StreamClosedError
+
+from .test_rpc import stream_pair
+
+pytestmark = pytest.mark.anyio
+
+MIB = 1 << 20
+
+
+async def _send_in_pieces(remote: anyio.abc.SocketStream, data: bytes, piece: int) -> None:
+    for start in range(0, len(data), piece):
+        await remote.send(data[start : start + piece])
+
+
+@pytest.mark.parametrize("piece", [1000, 65_536, 300_000, 3 * MIB])
+async def test_large_exact_reads_keep_the_following_bytes(piece: int) -> None:
+    body_a, body_b, tail = os.urandom(MIB), os.urandom(MIB - 7), b"tail"
+    async with stream_pair() as (stream, remote), anyio.create_task_group() as tg:
+        tg.start_soon(_send_in_pieces, remote, b"hd" + body_a + body_b + tail, piece)
+        assert await stream.receive_exactly(2) == b"hd"
+        assert await stream.receive_exactly(MIB) == body_a
+        assert await stream.receive_exactly(MIB - 7) == body_b
+        assert await stream.receive_exactly(4) == tail
+
+
+@pytest.mark.parametrize("size", [10, 400_000])
+async def test_a_stream_ending_mid_body_is_a_typed_error(size: int) -> None:
+    async def send_short_then_eof(remote: anyio.abc.SocketStream) -> None:
+        await remote.send(b"x" * (size - 1))
+        await remote.send_eof()
+
+    async with stream_pair() as (stream, remote), anyio.create_task_group() as tg:
+        tg.start_soon(send_short_then_eof, remote)
+        with anyio.fail_after(5), pytest.raises(StreamClosedError, match=f"of {size} bytes"):
+            await stream.receive_exactly(size)
+        assert await stream.receive_some(size) == b"x" * (size - 1)
