@@ -46,7 +46,7 @@ import string
 import struct
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.abc
@@ -72,6 +72,7 @@ __all__ = [
     "SERVICE_NAME",
     "MdnsService",
     "PeerCallback",
+    "PeerRemovedCallback",
     "build_txt",
     "decode_txt_rdata",
     "encode_txt_rdata",
@@ -124,6 +125,7 @@ _IP_MULTICAST_ALL: Final = int(getattr(socket, "IP_MULTICAST_ALL", 49))
 _IS_LINUX: Final = sys.platform.startswith("linux")
 
 PeerCallback = Callable[[str, list[str]], Awaitable[None] | None]
+PeerRemovedCallback = Callable[[str], Awaitable[None] | None]
 
 
 # ------------------------------------------------------------------- pure helpers
@@ -419,6 +421,9 @@ class MdnsService:
 
     ``on_peer(peer_id, addrs)`` (sync or async) is called for each new peer and when a known
     peer's address set changes, never for ourselves; its exceptions are logged.
+    ``on_peer_removed(peer_id)`` (sync or async, optional) is called once a reported peer is
+    gone: it said goodbye (TTL 0) or its records expired on every interface. Expiry is
+    noticed at each query round and whenever :attr:`peers` is read.
     """
 
     def __init__(
@@ -428,6 +433,7 @@ class MdnsService:
         addrs: Sequence[str],
         interfaces: Sequence[str],
         on_peer: PeerCallback,
+        on_peer_removed: PeerRemovedCallback | None = None,
         query_interval: float = DEFAULT_QUERY_INTERVAL,
     ) -> None:
         self._peer_id = parse_peer_id(peer_id, name="peer_id")
@@ -450,6 +456,7 @@ class MdnsService:
                 self._interfaces.append(canonical)
         self._query_interval = float(query_interval)
         self._on_peer = on_peer
+        self._on_peer_removed = on_peer_removed
         self._addrs = self._own_addrs(addrs)
         self._name = random_peer_name()
         self._instance = f"{self._name}.{SERVICE_NAME}"
@@ -789,6 +796,10 @@ class MdnsService:
                     merged.append(addr)
         if not merged:
             del self._peers[peer]
+            if entry.addrs:  # it was reported: report that it is gone
+                log.debug("mDNS: peer gone", extra={"peer": peer})
+                if self._on_peer_removed is not None:
+                    self._call(self._on_peer_removed, peer)
             return
         changed = set(merged) != set(entry.addrs)
         entry.addrs = merged
@@ -797,13 +808,19 @@ class MdnsService:
             self._notify(peer, merged)
 
     def _notify(self, peer: str, addrs: list[str]) -> None:
+        self._call(self._on_peer, peer, list(addrs))
+
+    def _call(self, callback: Callable[..., Awaitable[None] | None], peer: str, *args: Any) -> None:
+        """Run a sync or async callback; its exceptions are logged, never raised."""
         try:
-            result = self._on_peer(peer, list(addrs))
+            result = callback(peer, *args)
         except Exception:
-            log.exception("mDNS on_peer callback failed", extra={"peer": peer})
+            log.exception("mDNS callback failed", extra={"peer": peer})
             return
         if inspect.isawaitable(result):
-            if self._tg is None:  # pragma: no cover - only called while running
+            if self._tg is None:  # not running (a stopped service's table read): drop it
+                with contextlib.suppress(Exception):
+                    result.close()  # type: ignore[attr-defined]
                 return
             self._tg.start_soon(self._await_callback, result, peer)
 
@@ -812,4 +829,4 @@ class MdnsService:
         try:
             await result
         except Exception:
-            log.exception("mDNS on_peer callback failed", extra={"peer": peer})
+            log.exception("mDNS callback failed", extra={"peer": peer})

@@ -10,13 +10,20 @@ Hosts that fail or time out are skipped, never fatal. Answers are cached for a s
 concurrent lookups are coalesced (``SingleFlight``), so a burst of ``find_host`` calls does
 not multiply network queries.
 
+Peers that do not speak status (a bootstrap node, a plain client) are remembered as "not a
+host" for ``not_a_host_ttl`` and skipped by lookups meanwhile.
+
 Every node also answers ``/fabstir-llm/discovery/1.0.0`` from what it knows (peer exchange).
+Before answering, it asks the connected peers it knows nothing about for their status, in the
+background and bounded (``exchange_probes`` peers, at most ``exchange_wait`` of waiting), so a
+bootstrap node learns the hosts connected to it and can hand them out as hints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,36 +32,50 @@ import anyio
 
 from ..errors import (
     FabstirError,
+    FabstirTimeoutError,
+    MalformedMessageError,
     NoMatchingHostError,
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
 from ..protocols import ids
 from ..protocols.discovery import discovery_handler, request_discovery
-from ..protocols.rpc import RpcLimits, serve_requests
+from ..protocols.rpc import Exchange, RpcLimits, serve_requests
 from ..protocols.status import HostStatus, request_status
 from ..wire.keys import ANY_HOST_KEY, model_cid
-from ..wire.messages import PeerInfo
+from ..wire.messages import DiscoveryRequest, PeerInfo
 from .matching import HostCriteria, MatchReport, match_hosts
 from .peer_cache import PeerCache
 from .singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from ..node import DiscoveryManager
+    from .mdns import MdnsService
 
 log = logging.getLogger(__name__)
+
+# A status answer of these kinds means "this peer is no host" (it does not speak the status
+# protocol, or its record is unusable), not "try again soon" like a timeout or a lost dial.
+NOT_A_HOST_ERRORS: tuple[type[FabstirError], ...] = (
+    ProtocolNotSupportedError,
+    MalformedMessageError,
+)
+MAX_NOT_A_HOST = 4096  # peers remembered as not-a-host; expired ones are pruned beyond it
+LEARN_GAP = 1.0  # seconds between two rounds of asking connected peers (peer exchange)
 
 
 @dataclass(frozen=True, slots=True)
 class FinderSettings:
     fanout: int = 16  # concurrent status queries
     max_queries: int = 32  # status queries per lookup
-    status_timeout: float = 3.0  # per host: dial + status round trip
+    status_timeout: float = 3.0  # per host: dial + status round trip, one deadline
     status_ttl: float = 5.0  # how long a status answer (or failure) is reused
     not_a_host_ttl: float = 60.0  # peers that do not speak status are not asked again
     dht_timeout: float = 3.0
     dht_count: int = 20
     exchange_peers: int = 3  # peers asked for discovery hints per lookup
+    exchange_probes: int = 32  # connected peers a discovery responder asks per round
+    exchange_wait: float = 0.5  # how long a discovery answer may wait for those answers
 
 
 @dataclass(slots=True)
@@ -65,6 +86,17 @@ class LookupStats:
     candidates: int = 0
     status_queries: int = 0
     failed: int = 0
+    skipped: int = 0  # candidates not asked: remembered as not-a-host (not_a_host_ttl)
+
+
+def exchange_order(bootstrap: Sequence[str], connected: Sequence[str]) -> list[str]:
+    """Whom to ask for discovery hints, best first: connected bootstrap peers, other connected
+    peers, then bootstrap peers we are not connected to (their dial failed: last resort)."""
+    linked = set(connected)
+    ordered = [p for p in bootstrap if p in linked]
+    ordered += [p for p in connected if p not in ordered]
+    ordered += [p for p in bootstrap if p not in linked]
+    return list(dict.fromkeys(ordered))
 
 
 class Discovery:
@@ -89,6 +121,10 @@ class Discovery:
         )
         self._limiter = anyio.CapacityLimiter(self.settings.fanout)
         self._routing_table_ready: anyio.Event | None = None
+        self._not_a_host: dict[str, tuple[float, FabstirError]] = {}  # peer -> (expiry, why)
+        self._learning: anyio.Event | None = None  # set when the current round is over
+        self._learning_started = -LEARN_GAP
+        self._connected: list[str] = []  # LIST_PEERS of the last round
         self.last_lookup = LookupStats()
 
     @property
@@ -103,7 +139,7 @@ class Discovery:
         )
         await self.node.add_stream_handler(
             ids.DISCOVERY,
-            serve_requests(discovery_handler(self.known_hosts), limits),
+            serve_requests(self._answer_discovery, limits),
             max_concurrent=limits.max_concurrent,
             max_per_peer=limits.max_per_peer,
         )
@@ -124,35 +160,146 @@ class Discovery:
 
     def remember(self, status: HostStatus) -> None:
         host = status.host
+        self._not_a_host.pop(host.peer_id, None)
         self.peer_cache.remember(
             host.peer_id, tuple(_strip_p2p(a) for a in host.addrs), host.models
         )
 
+    def not_a_host(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` answered status as a non-host within ``not_a_host_ttl``."""
+        return self._not_a_host_error(peer_id) is not None
+
+    def _not_a_host_error(self, peer_id: str) -> FabstirError | None:
+        entry = self._not_a_host.get(peer_id)
+        if entry is None:
+            return None
+        if entry[0] <= anyio.current_time():
+            del self._not_a_host[peer_id]
+            return None
+        return entry[1]
+
+    def _remember_not_a_host(self, peer_id: str, error: FabstirError) -> None:
+        now = anyio.current_time()
+        self._not_a_host[peer_id] = (now + self.settings.not_a_host_ttl, error)
+        self.peer_cache.forget(peer_id)  # a cached host that stopped hosting is no hint
+        if len(self._not_a_host) > MAX_NOT_A_HOST:
+            for key in [k for k, (until, _) in self._not_a_host.items() if until <= now]:
+                del self._not_a_host[key]
+            while len(self._not_a_host) > MAX_NOT_A_HOST:  # all fresh: drop the oldest
+                del self._not_a_host[next(iter(self._not_a_host))]
+
+    # ---------------------------------------------------- answering exchange
+
+    async def _answer_discovery(self, exchange: Exchange) -> None:
+        """``/fabstir-llm/discovery/1.0.0`` (PROTOCOL.md 3.3): the hosts this node knows.
+
+        A node learns hosts from its own lookups; a bootstrap node makes none. So first ask the
+        connected peers we know nothing about for their status (bounded, in the background),
+        and wait for their answers at most ``exchange_wait``: the answer is never held longer,
+        and late answers serve the next request. Hosts connected right now come first.
+        """
+        DiscoveryRequest.from_json(exchange.request)  # a bad request is refused at once
+        await self.learn_connected_hosts()
+        first = {*self._connected, self.node.peer_id}  # this node, then connected hosts
+
+        def hosts() -> list[PeerInfo]:
+            return sorted(self.known_hosts(), key=lambda p: p.peer_id not in first)
+
+        await discovery_handler(hosts)(exchange)
+
+    async def learn_connected_hosts(self) -> None:
+        """Ask the connected peers that are neither known hosts nor known non-hosts (each
+        verdict holds ``not_a_host_ttl``) for their status: at most ``exchange_probes`` per
+        round, a round at most every ``LEARN_GAP`` s. Hosts that answer go into the peer
+        cache. Waits at most ``exchange_wait``; the round goes on in the node's task group."""
+        done = self._learning
+        now = anyio.current_time()
+        if done is None or (done.is_set() and now - self._learning_started >= LEARN_GAP):
+            self._learning = done = anyio.Event()
+            self._learning_started = now
+            try:
+                self.node.task_group.start_soon(self._learn_round, done)
+            except FabstirError:  # the node is stopping
+                done.set()
+        with anyio.move_on_after(self.settings.exchange_wait):
+            await done.wait()
+
+    async def _learn_round(self, done: anyio.Event) -> None:
+        try:
+            me = self.node.peer_id
+            self._connected = [p.peer_id for p in await self.node.control.list_peers()]
+            # A verdict on a peer holds for not_a_host_ttl, host or not: cached hosts are
+            # asked again once their entry is older (their models may have changed).
+            stale_before = time.time() - self.settings.not_a_host_ttl
+            fresh = {c.peer_id for c in self.peer_cache.peers() if c.last_seen > stale_before}
+            unknown = [
+                p
+                for p in dict.fromkeys(self._connected)
+                if p != me and p not in fresh and not self.not_a_host(p)
+            ][: self.settings.exchange_probes]
+
+            async def probe(peer_id: str) -> None:
+                with contextlib.suppress(FabstirError):
+                    await self.status_of(peer_id)
+
+            async with anyio.create_task_group() as tg:
+                for peer_id in unknown:
+                    tg.start_soon(probe, peer_id)
+            if unknown:
+                self.peer_cache.save()
+        except FabstirError as exc:
+            log.debug("could not ask connected peers", extra={"error": str(exc)})
+        finally:
+            done.set()
+
     # --------------------------------------------------------------- sources
+
+    def forget_mdns_peer(self, peer_id: str) -> None:
+        """mDNS reported that ``peer_id`` left (goodbye, or its records expired)."""
+        self.mdns_peers.pop(peer_id, None)
+
+    def mdns_candidates(self) -> dict[str, tuple[str, ...]]:
+        """Peers heard by mDNS that are still there: entries of ``mdns_peers`` whose records
+        expired or that said goodbye are dropped first."""
+        # The node does not pass MdnsService's on_peer_removed to forget_mdns_peer (node.py),
+        # so reconcile with the service's live table here.
+        service: MdnsService | None = getattr(self.node, "_mdns", None)
+        if service is not None:
+            live = service.peers  # expires stale entries, reporting them
+            for peer_id in [p for p in self.mdns_peers if p not in live]:
+                self.forget_mdns_peer(peer_id)
+        return dict(self.mdns_peers)
+
+    async def wait_for_routing_table(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` until the DHT routing table has a peer (GET_CLOSEST_PEERS
+        succeeds; p2pd says "failed to find any peer in table" while it is empty).
+        True when it has one; False on timeout or another DHT error."""
+        with anyio.move_on_after(timeout):
+            while True:
+                try:
+                    await self.node.control.dht_closest_peers(
+                        self.node.peer_id.encode(), timeout=timeout
+                    )
+                except PeerUnreachableError:
+                    await anyio.sleep(0.05)
+                    continue
+                except FabstirError:
+                    return False
+                return True
+        return False
 
     async def _wait_for_routing_table(self) -> None:
         """Right after start, the DHT routing table stays empty until identify has run on the
         first connections, and a provider lookup then ends at once with nothing found (a
         one-shot ``find`` would miss every host). Wait, once per node and bounded by
-        ``dht_timeout``, until the table has a peer (p2pd: "failed to find any peer in table").
+        ``dht_timeout``, until the table has a peer.
         """
         if self._routing_table_ready is not None:
             await self._routing_table_ready.wait()  # concurrent lookups of other keys
             return
         self._routing_table_ready = ready = anyio.Event()
         try:
-            with anyio.move_on_after(self.settings.dht_timeout):
-                while True:
-                    try:
-                        await self.node.control.dht_closest_peers(
-                            self.node.peer_id.encode(), timeout=self.settings.dht_timeout
-                        )
-                    except PeerUnreachableError:
-                        await anyio.sleep(0.05)
-                        continue
-                    except FabstirError:
-                        pass
-                    return
+            await self.wait_for_routing_table(self.settings.dht_timeout)
         finally:
             ready.set()
 
@@ -185,6 +332,7 @@ class Discovery:
     async def _exchange_hints(
         self, models: Sequence[str], asked: Sequence[str]
     ) -> dict[str, tuple[str, ...]]:
+        """Ask the first ``exchange_peers`` of ``asked`` (see :func:`exchange_order`)."""
         hints: dict[str, tuple[str, ...]] = {}
 
         async def ask(peer_id: str) -> None:
@@ -221,11 +369,11 @@ class Discovery:
         ]
         dht, hints = await _both(
             self._dht_providers(models, connected=bool(connected)),
-            self._exchange_hints(models, list(dict.fromkeys(bootstrap + connected))),
+            self._exchange_hints(models, exchange_order(bootstrap, connected)),
         )
         ordered += [
             ("dht", dht),
-            ("mdns", dict(self.mdns_peers)),
+            ("mdns", self.mdns_candidates()),
             ("exchange", hints),
             ("connected", dict.fromkeys(connected, ())),
             ("bootstrap", dict.fromkeys(bootstrap, ())),
@@ -245,17 +393,36 @@ class Discovery:
     # ---------------------------------------------------------------- status
 
     async def status_of(self, peer_id: str, addrs: Sequence[str] = ()) -> HostStatus:
-        """A host's status, from cache when fresh, else one (coalesced) network query."""
+        """A host's status, from cache when fresh, else one (coalesced) network query.
+
+        A peer that answered as a non-host (see ``NOT_A_HOST_ERRORS``) within
+        ``not_a_host_ttl`` is not asked: its error is raised again at once.
+        """
+        known = self._not_a_host_error(peer_id)
+        if known is not None:
+            raise known.with_traceback(None)
         return await self._status.get(peer_id, lambda: self._query_status(peer_id, addrs))
 
     async def _query_status(self, peer_id: str, addrs: Sequence[str]) -> HostStatus:
         timeout = self.settings.status_timeout
         async with self._limiter:
-            if addrs:
-                # A failed dial is not fatal: the daemon may know other addresses.
-                with contextlib.suppress(FabstirError):
-                    await self.node.control.connect(peer_id, addrs, timeout=timeout)
-            status = await request_status(self.node.control, peer_id, timeout=timeout)
+            # One deadline for the dial and the status round trip, from when our turn came.
+            deadline = anyio.current_time() + timeout
+            try:
+                if addrs:
+                    # A failed dial is not fatal: the daemon may know other addresses.
+                    with contextlib.suppress(FabstirError):
+                        await self.node.control.connect(peer_id, addrs, timeout=timeout)
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    raise _status_timeout(peer_id, timeout)
+                try:
+                    status = await request_status(self.node.control, peer_id, timeout=remaining)
+                except TimeoutError:  # FabstirTimeoutError: say which deadline it was
+                    raise _status_timeout(peer_id, timeout) from None
+            except NOT_A_HOST_ERRORS as exc:
+                self._remember_not_a_host(peer_id, exc)
+                raise
         self.remember(status)
         return status
 
@@ -273,7 +440,9 @@ class Discovery:
 
     async def match(self, criteria: HostCriteria) -> MatchReport:
         candidates = await self.gather_candidates(criteria.required_models)
-        chosen = list(candidates.items())[: self.settings.max_queries]
+        # Known non-hosts do not use up the query budget.
+        eligible = [(p, a) for p, a in candidates.items() if not self.not_a_host(p)]
+        chosen = eligible[: self.settings.max_queries]
         answers: list[HostStatus] = []
         failed = 0
         before = self._status.calls
@@ -282,8 +451,8 @@ class Discovery:
             nonlocal failed
             try:
                 answers.append(await self.status_of(peer_id, addrs))
-            except ProtocolNotSupportedError:
-                failed += 1  # not a host (e.g. a bootstrap node): remembered by the cache
+            except NOT_A_HOST_ERRORS:
+                failed += 1  # not a host (e.g. a bootstrap node): skipped for not_a_host_ttl
             except FabstirError as exc:
                 failed += 1
                 log.debug("candidate skipped", extra={"peer": peer_id, "error": str(exc)})
@@ -293,6 +462,7 @@ class Discovery:
                 tg.start_soon(ask, peer_id, addrs)
         self.last_lookup.status_queries = self._status.calls - before
         self.last_lookup.failed = failed
+        self.last_lookup.skipped = len(candidates) - len(eligible)
         self.peer_cache.save()
         return match_hosts(criteria, answers)
 
@@ -311,6 +481,10 @@ async def _both(first: Awaitable[Found], second: Awaitable[Found]) -> tuple[Foun
         tg.start_soon(run, 0, first)
         tg.start_soon(run, 1, second)
     return results[0], results[1]
+
+
+def _status_timeout(peer_id: str, timeout: float) -> FabstirTimeoutError:
+    return FabstirTimeoutError(f"{peer_id}: no status (dial included) within {timeout:.1f}s")
 
 
 def _strip_p2p(addr: str) -> str:

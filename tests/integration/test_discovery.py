@@ -490,6 +490,120 @@ def test_peer_exchange_answers_with_found_hosts_matching_first(net: Network) -> 
     net.run(body)
 
 
+def test_a_bootstrap_node_answers_with_the_hosts_connected_to_it(net: Network) -> None:
+    """PROTOCOL.md 3.3: "the hosts the responder knows". A bootstrap node makes no lookups of
+    its own; it asks its connected peers for their status when a discovery request comes."""
+
+    async def body() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            boot = await stack.enter_async_context(DiscoveryManager(net.base, enable_dht=False))
+            boot_addr = (await boot.get_addrs())[0]
+            assert len(boot.discovery.peer_cache) == 0  # it never looked anything up
+            host_node = await stack.enter_async_context(
+                DiscoveryManager(net.base, bootstrap=(boot_addr,), enable_dht=False)
+            )
+            await HostService(host_node, HostConfig(models=(PHI, QWEN)), EchoBackend()).start()
+            asker = await stack.enter_async_context(
+                DiscoveryManager(net.base, bootstrap=(), enable_dht=False)
+            )
+            started = anyio.current_time()
+            peers = await FabstirClient(asker).ask_discovery(boot_addr, models=[QWEN])
+            assert anyio.current_time() - started < 3.0
+            assert [p.peer_id for p in peers] == [host_node.peer_id]  # not the asker: no host
+            assert peers[0].models == (PHI, QWEN)
+            assert peers[0].addrs and all("/p2p/" not in a for a in peers[0].addrs)
+            assert boot.discovery.not_a_host(asker.peer_id)
+
+            # A client that knows only the bootstrap node finds the host without the DHT.
+            async with DiscoveryManager(
+                net.base, bootstrap=(boot_addr,), enable_dht=False
+            ) as client:
+                found = await client.find_host(HostCriteria(required_models=(QWEN,)))
+                assert found.host.peer_id == host_node.peer_id
+                assert client.discovery.last_lookup.sources["exchange"] == 1
+
+    net.run(body)
+
+
+def test_a_slow_peer_does_not_hold_up_a_discovery_answer(net: Network) -> None:
+    async def body() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            boot = await stack.enter_async_context(
+                DiscoveryManager(
+                    net.base, enable_dht=False, finder=FinderSettings(exchange_wait=0.3)
+                )
+            )
+            boot_addr = (await boot.get_addrs())[0]
+            slow_node = await stack.enter_async_context(
+                DiscoveryManager(net.base, bootstrap=(boot_addr,), enable_dht=False)
+            )
+            service = HostService(slow_node, HostConfig(models=(PHI,)), EchoBackend())
+            record = service.status_record
+
+            async def slow_record() -> Host:
+                await anyio.sleep(1.5)
+                return await record()
+
+            service.status_record = slow_record  # type: ignore[method-assign]
+            await service.start()
+            asker = await stack.enter_async_context(
+                DiscoveryManager(net.base, bootstrap=(), enable_dht=False)
+            )
+            client = FabstirClient(asker)
+            started = anyio.current_time()
+            assert await client.ask_discovery(boot_addr) == []
+            assert anyio.current_time() - started < 1.2  # exchange_wait, not the 1.5 s
+
+            async def listed() -> bool:
+                return slow_node.peer_id in {
+                    p.peer_id for p in await client.ask_discovery(boot_addr)
+                }
+
+            await wait_until(listed, 10, "the slow host listed once it answered")
+
+    net.run(body)
+
+
+def test_exchange_slots_go_to_a_reachable_bootstrap_first(net: Network, tmp_path: Path) -> None:
+    dead = [
+        f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{load_or_create_identity(tmp_path / f'{i}.key')}"
+        for i in range(2)
+    ]
+
+    async def body() -> None:
+        # One exchange slot, unreachable bootstrap peers besides the real one, no DHT: the
+        # hosts are found only if the slot goes to the bootstrap node that is connected.
+        async with net.client_node(
+            bootstrap=(*dead, net.boot_addr),
+            enable_dht=False,
+            finder=FinderSettings(exchange_peers=1),
+        ) as client:
+            assert sorted(r.ok for r in client.bootstrap_results) == [False, False, True]
+            ranked = await client.find_hosts(HostCriteria(required_models=(LLAMA,)))
+            assert net.names(ranked) == {"a", "b", "c"}
+            assert client.discovery.last_lookup.sources["exchange"] >= len(SPECS)
+
+    net.run(body)
+
+
+def test_a_non_host_is_skipped_for_not_a_host_ttl(net: Network) -> None:
+    async def body() -> None:
+        settings = FinderSettings(status_ttl=0.2, not_a_host_ttl=60.0)
+        async with net.client_node(finder=settings) as fresh:
+            await fresh.find_hosts()
+            assert fresh.discovery.not_a_host(net.boot.peer_id)
+            first = fresh.discovery.last_lookup
+            assert first.skipped == 0 and first.failed >= 1  # the bootstrap node was asked
+            await anyio.sleep(0.3)  # every status answer (and failure) expired
+            await fresh.find_hosts()
+            second = fresh.discovery.last_lookup
+            assert second.skipped >= 1, second  # the bootstrap node, at least
+            assert second.status_queries <= second.candidates - second.skipped, second
+            assert fresh.discovery.not_a_host(net.boot.peer_id)
+
+    net.run(body)
+
+
 # ------------------------------------------------------- a host dies mid-search
 
 

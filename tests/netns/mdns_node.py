@@ -10,6 +10,7 @@ lines on stdout::
 
     {"event": "ready", "peer_id": ..., "addrs": [...], "mdns_interfaces": [...]}
     {"event": "mdns_peer", "peer_id": ..., "addrs": [...]}        per discovery / change
+    {"event": "mdns_peer_removed", "peer_id": ...}                 goodbye or expiry
     {"event": "connected", "peer_id": ..., "addr": ...}             after dialing it
     {"event": "connect_failed", "peer_id": ..., "error": ...}
     {"event": "peers", "peers": {peer_id: [addrs]}}                 on SIGUSR1
@@ -61,11 +62,15 @@ async def run(args: argparse.Namespace) -> None:
                     return
                 emit("connect_failed", peer_id=peer_id, error=error)
 
+            def on_peer_removed(peer_id: str) -> None:
+                emit("mdns_peer_removed", peer_id=peer_id)
+
             service = MdnsService(
                 peer_id=node.peer_id,
                 addrs=addrs,
                 interfaces=interfaces,
                 on_peer=on_peer,
+                on_peer_removed=on_peer_removed,
                 query_interval=args.query_interval,
             )
             async with anyio.create_task_group() as tg:

@@ -93,6 +93,10 @@ def test_two_hosts_discover_and_connect_loopback_node_silent(
     for name, proc in nodes.items():
         assert proc.stop() == 0, f"node {name} did not stop cleanly:\n{proc.stderr()}"
         assert proc.of("stopped"), proc.stderr()
+    # A stopped first: its goodbye made B report it gone (B stopped after A).
+    gone = nodes["b"].of("mdns_peer_removed")
+    assert [e["peer_id"] for e in gone] == [ready["a"]["peer_id"]], nodes["b"].events
+    assert not nodes["a"].of("mdns_peer_removed")
     time.sleep(0.5)  # the goodbyes reach the sniffer
     sniffer.stop()
     assert_namespaces_empty(lan)
@@ -187,6 +191,8 @@ def test_rust_js_style_peers_and_hostile_packets(
     node.signal(signal.SIGUSR1)
     peers = node.wait_for(is_event("peers"), 10)["peers"]
     assert fakes["rust"] not in peers  # said goodbye
+    node.wait_for(is_event("mdns_peer_removed", peer_id=fakes["rust"]), 5)  # and was reported
+    assert {e["peer_id"] for e in node.of("mdns_peer_removed")} == {fakes["rust"]}
     assert set(peers) == {fakes["js"], fakes["many"], fakes["mixed"]}
     assert len(peers[fakes["many"]]) == 16
 

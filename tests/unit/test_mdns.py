@@ -444,3 +444,45 @@ async def test_own_looped_back_query_is_not_answered(iface_sock: socket.socket) 
     iface.own_queries, iface.own_queries_until = 1, anyio.current_time() - 0.1
     service._handle_packet(iface, query, (LAN_IP, 5353))  # too late to be ours
     assert iface.wake.is_set() and iface.own_queries == 0
+
+
+@pytest.mark.anyio
+async def test_removals_are_reported_on_goodbye_and_expiry(iface_sock: socket.socket) -> None:
+    removed: list[str] = []
+    service = make_service(on_peer_removed=removed.append)
+    iface = attach(service, iface_sock)
+    bye, expires, stays = dnswire.fake_peer_id(), dnswire.fake_peer_id(), dnswire.fake_peer_id()
+    bye_addrs = [f"/ip4/192.168.7.21/tcp/1/p2p/{bye}"]
+    service._handle_packet(iface, dnswire.js_response("B" * 32, bye_addrs), SRC)
+    short = [f"/ip4/192.168.7.22/tcp/1/p2p/{expires}"]
+    service._handle_packet(iface, dnswire.rust_response("X" * 32, short, ttl=1), SRC)
+    long = [f"/ip4/192.168.7.23/tcp/1/p2p/{stays}"]
+    service._handle_packet(iface, dnswire.rust_response("S" * 32, long), SRC)
+    assert set(service.peers) == {bye, expires, stays} and removed == []
+
+    service._handle_packet(iface, dnswire.js_response("B" * 32, bye_addrs, ttl=0), SRC)
+    assert removed == [bye]
+    service._handle_packet(iface, dnswire.js_response("B" * 32, bye_addrs, ttl=0), SRC)
+    assert removed == [bye]  # once
+
+    await anyio.sleep(1.05)
+    assert set(service.peers) == {stays}  # reading the table expires the stale records
+    assert removed == [bye, expires]
+
+
+@pytest.mark.anyio
+async def test_async_removal_callback_runs_in_the_service(iface_sock: socket.socket) -> None:
+    removed: list[str] = []
+
+    async def on_removed(peer: str) -> None:
+        removed.append(peer)
+
+    service = make_service(on_peer_removed=on_removed)
+    iface = attach(service, iface_sock)
+    peer = dnswire.fake_peer_id()
+    addrs = [f"/ip4/192.168.7.21/tcp/1/p2p/{peer}"]
+    async with anyio.create_task_group() as tg:
+        service._tg = tg
+        service._handle_packet(iface, dnswire.js_response("A" * 32, addrs), SRC)
+        service._handle_packet(iface, dnswire.js_response("A" * 32, addrs, ttl=0), SRC)
+    assert removed == [peer]
