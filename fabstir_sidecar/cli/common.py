@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..config import NodeConfig
+
+# A bootstrap node is a DHT server every node dials: p2pd's connection manager must not trim
+# it down to a client's 10 connections (P2P_MAX_CONNECTIONS or --max-connections still win).
+BOOTSTRAP_MAX_CONNECTIONS = 400
 
 ListenOpt = Annotated[
     list[str] | None,
@@ -28,6 +33,16 @@ IdentityOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON lines on stdout.")]
+JsonDocOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON document on one line.")
+]
+AnnounceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--announce",
+        help="Announced multiaddr (repeatable): what p2pd advertises instead of --listen.",
+    ),
+]
 P2pdOpt = Annotated[str | None, typer.Option("--p2pd", help="Path of the p2pd binary to use.")]
 AttachOpt = Annotated[
     str | None,
@@ -36,7 +51,21 @@ AttachOpt = Annotated[
 DhtOpt = Annotated[bool | None, typer.Option("--dht/--no-dht", help="Enable the DHT.")]
 DhtModeOpt = Annotated[str | None, typer.Option("--dht-mode", help="auto, server or client.")]
 MaxConnOpt = Annotated[
-    int | None, typer.Option("--max-connections", help="Connection manager high water.")
+    int | None,
+    typer.Option(
+        "--max-connections",
+        help="Connection manager high-water mark (P2P_MAX_CONNECTIONS; default 10).",
+    ),
+]
+BootstrapMaxConnOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-connections",
+        help=(
+            "Connection manager high-water mark "
+            f"(P2P_MAX_CONNECTIONS; default {BOOTSTRAP_MAX_CONNECTIONS})."
+        ),
+    ),
 ]
 TimeoutMsOpt = Annotated[
     int | None,
@@ -70,3 +99,12 @@ def node_config(
         connection_timeout=None if connection_timeout_ms is None else connection_timeout_ms / 1000,
         **extra,
     )
+
+
+def unless_env(value: int | None, var: str, default: int) -> int | None:
+    """A command's own default for an option: ``value`` if given, else ``None`` (the
+    environment's value) when ``var`` is set, else ``default``."""
+    if value is not None:
+        return value
+    raw = os.environ.get(var)
+    return None if raw is not None and raw.strip() else default

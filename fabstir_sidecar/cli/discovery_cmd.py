@@ -15,20 +15,32 @@ from ..discovery.matching import HostCriteria, summarize
 from ..errors import FabstirError, FabstirTimeoutError, NoMatchingHostError
 from ..node import DiscoveryManager
 from ..p2pd.binary import find_p2pd
-from .common import BootstrapOpt, IdentityOpt, JsonOpt, ListenOpt, P2pdOpt, node_config
-from .output import emit_event, exit_code_for, fail, say, wait_for_shutdown_signal
+from .common import (
+    BOOTSTRAP_MAX_CONNECTIONS,
+    AnnounceOpt,
+    BootstrapMaxConnOpt,
+    BootstrapOpt,
+    IdentityOpt,
+    JsonDocOpt,
+    JsonOpt,
+    ListenOpt,
+    P2pdOpt,
+    node_config,
+    unless_env,
+)
+from .output import emit_event, exit_code_for, fail, run_until_shutdown_signal, say
 
 EXIT_NO_MATCH = 3
+ROUTING_TABLE_WAIT = 5.0  # diagnose: seconds to wait for the DHT routing table to fill
 
 
 def bootstrap(
     listen: ListenOpt = None,
     identity: IdentityOpt = None,
-    announce: Annotated[
-        list[str] | None, typer.Option("--announce", help="Announced multiaddr (repeatable).")
-    ] = None,
+    announce: AnnounceOpt = None,
     json_out: JsonOpt = False,
     p2pd: P2pdOpt = None,
+    max_connections: BootstrapMaxConnOpt = None,
 ) -> None:
     """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line)."""
     try:
@@ -40,6 +52,9 @@ def bootstrap(
             dht=True,
             dht_mode="server",
             announce=tuple(announce) if announce else None,
+            max_connections=unless_env(
+                max_connections, "P2P_MAX_CONNECTIONS", BOOTSTRAP_MAX_CONNECTIONS
+            ),
         )
         anyio.run(_run_bootstrap, cfg, json_out)
     except FabstirError as exc:
@@ -47,6 +62,10 @@ def bootstrap(
 
 
 async def _run_bootstrap(cfg: NodeConfig, json_out: bool) -> None:
+    await run_until_shutdown_signal(lambda: _serve_bootstrap(cfg, json_out))
+
+
+async def _serve_bootstrap(cfg: NodeConfig, json_out: bool) -> None:
     async with DiscoveryManager(cfg) as node:
         addrs = await node.get_addrs()
         if json_out:
@@ -55,7 +74,7 @@ async def _run_bootstrap(cfg: NodeConfig, json_out: bool) -> None:
             say(f"bootstrap node {node.peer_id}")
             for addr in addrs:
                 say(f"listening: {addr}")
-        await wait_for_shutdown_signal()
+        await anyio.sleep_forever()
 
 
 def find(
@@ -72,7 +91,7 @@ def find(
         float, typer.Option("--timeout", help="Seconds for the whole search.")
     ] = 15.0,
     all_hosts: Annotated[bool, typer.Option("--all", help="Print every match, ranked.")] = False,
-    json_out: JsonOpt = False,
+    json_out: JsonDocOpt = False,
     p2pd: P2pdOpt = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Peer cache dir.")] = None,
 ) -> None:
@@ -96,7 +115,7 @@ def find(
     rows = summarize(ranked)
     out: Any = rows if all_hosts else rows[0]
     # JSON either way: one line with --json, indented for people without it.
-    say(json.dumps(out, ensure_ascii=False) if json_out else json.dumps(out, indent=2))
+    say(json.dumps(out, ensure_ascii=False, indent=None if json_out else 2))
 
 
 async def _find(cfg: NodeConfig, criteria: HostCriteria, timeout: float) -> list[Any]:
@@ -117,12 +136,19 @@ async def _find(cfg: NodeConfig, criteria: HostCriteria, timeout: float) -> list
 def diagnose(
     bootstrap: BootstrapOpt = None,
     listen: ListenOpt = None,
-    json_out: JsonOpt = False,
+    announce: AnnounceOpt = None,
+    json_out: JsonDocOpt = False,
     p2pd: P2pdOpt = None,
 ) -> None:
     """Start a node and report: running, peers, each bootstrap peer, DHT table, addresses."""
     try:
-        cfg = node_config(listen=listen, bootstrap=bootstrap, identity=None, p2pd=p2pd)
+        cfg = node_config(
+            listen=listen,
+            bootstrap=bootstrap,
+            identity=None,
+            p2pd=p2pd,
+            announce=tuple(announce) if announce else None,
+        )
         report = anyio.run(_diagnose, cfg)
     except FabstirError as exc:
         fail(str(exc), exit_code_for(exc))
@@ -153,6 +179,10 @@ async def _diagnose(cfg: NodeConfig) -> dict[str, Any]:
     async with DiscoveryManager(cfg) as node:
         dht: dict[str, Any] = {"enabled": cfg.enable_dht, "mode": cfg.dht_mode}
         if cfg.enable_dht:
+            # Right after start the routing table is empty until identify has run on the
+            # first connections: wait for it (bounded), as a lookup does, before counting.
+            if await node.get_connected_peers():
+                await node.discovery.wait_for_routing_table(ROUTING_TABLE_WAIT)
             try:
                 closest = await node.control.dht_closest_peers(node.peer_id.encode(), timeout=5)
                 dht["routing_table_peers"] = len(closest)

@@ -31,7 +31,7 @@ from .common import (
     TimeoutMsOpt,
     node_config,
 )
-from .output import emit_event, exit_code_for, fail, say, wait_for_shutdown_signal
+from .output import emit_event, exit_code_for, fail, run_until_shutdown_signal, say
 
 
 def make_backend(spec: str) -> Backend:
@@ -114,7 +114,7 @@ async def _run_host(
         else:
             say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
 
-    try:
+    async def serve() -> None:
         async with DiscoveryManager(cfg) as node:
             node.on_message(on_message)
             service = HostService(node, host_cfg, backend, on_job=on_job)
@@ -126,7 +126,10 @@ async def _run_host(
                 say(f"host {node.peer_id} serving {', '.join(host_cfg.models)}")
                 for addr in addrs:
                     say(f"listening: {addr}")
-            await wait_for_shutdown_signal()
+            await anyio.sleep_forever()
+
+    try:
+        await run_until_shutdown_signal(serve)
     finally:
         await backend.aclose()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +28,7 @@ from .common import (
     TimeoutMsOpt,
     node_config,
 )
-from .output import emit_event, exit_code_for, fail, say
+from .output import emit_event, exit_code_for, fail, run_until_shutdown_signal, say
 
 
 def node(
@@ -66,31 +65,31 @@ def node(
 
 
 async def _run_node(cfg: NodeConfig, json_out: bool) -> None:
-    # Take over SIGINT/SIGTERM before "ready" is printed: a signal sent right after it must
-    # stop the node cleanly (exit 0), not meet Python's default handlers (exit 130 / killed).
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with DiscoveryManager(cfg) as mgr:
-            addrs = await mgr.get_addrs()
+    await run_until_shutdown_signal(lambda: _serve_node(cfg, json_out))
 
-            def on_message(sender: str, message: Any) -> None:
-                if json_out:
-                    emit_event("message", **{"from": sender, "message": message})
-                else:
-                    say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
 
-            mgr.on_message(on_message)
+async def _serve_node(cfg: NodeConfig, json_out: bool) -> None:
+    async with DiscoveryManager(cfg) as mgr:
+        addrs = await mgr.get_addrs()
+
+        def on_message(sender: str, message: Any) -> None:
             if json_out:
-                emit_event("ready", peer_id=mgr.peer_id, addrs=addrs)
+                emit_event("message", **{"from": sender, "message": message})
             else:
-                say(f"peer id: {mgr.peer_id}")
-                for addr in addrs:
-                    say(f"listening: {addr}")
-                failed = [r for r in mgr.bootstrap_results if not r.ok]
-                for result in failed:
-                    say(f"bootstrap unreachable: {result.address} ({result.error})")
-                say("press Ctrl-C to stop")
-            async for _signum in signals:
-                break
+                say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
+
+        mgr.on_message(on_message)
+        if json_out:
+            emit_event("ready", peer_id=mgr.peer_id, addrs=addrs)
+        else:
+            say(f"peer id: {mgr.peer_id}")
+            for addr in addrs:
+                say(f"listening: {addr}")
+            failed = [r for r in mgr.bootstrap_results if not r.ok]
+            for result in failed:
+                say(f"bootstrap unreachable: {result.address} ({result.error})")
+            say("press Ctrl-C to stop")
+        await anyio.sleep_forever()
 
 
 def send(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import anyio
@@ -39,9 +40,32 @@ def exit_code_for(exc: FabstirError) -> int:
     return 2 if isinstance(exc, ConfigError) else 1
 
 
-async def wait_for_shutdown_signal() -> int:
-    """Block until SIGINT or SIGTERM; returns the signal number."""
+async def run_until_shutdown_signal(body: Callable[[], Awaitable[object]]) -> None:
+    """Run ``body`` (a long-running command: start a node, print ``ready``, serve) until it
+    returns or SIGINT/SIGTERM arrives; a signal cancels it, its ``async with`` blocks stop
+    the node cleanly, and the command exits 0.
+
+    The signal handlers are installed before ``body`` starts, so a signal at any moment,
+    during start-up or right after ``ready`` was printed, is a clean stop, never Python's
+    default handling (KeyboardInterrupt, or death by SIGTERM). A command whose ``body``
+    ends with ``await anyio.sleep_forever()`` runs until a signal. Exceptions raised by
+    ``body`` propagate unchanged.
+    """
+    failure: list[Exception] = []
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            return int(signum)
-    return 0  # pragma: no cover
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                try:
+                    await body()
+                except Exception as exc:  # re-raised below, outside the task group
+                    failure.append(exc)
+                finally:
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            async for _signum in signals:
+                tg.cancel_scope.cancel()
+                break
+    if failure:
+        raise failure[0]

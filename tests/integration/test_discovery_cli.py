@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -136,17 +137,22 @@ def stop(running: Running) -> int | None:
 
 
 def run_cli(
-    p2pd_path: str, *args: str, timeout: float = CALL_TIMEOUT
+    p2pd_path: str, *args: str, timeout: float = CALL_TIMEOUT, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(CLI), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(p2pd_path),
+        env={**cli_env(p2pd_path), **env},
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def help_text(text: str) -> str:
+    """typer's help without its box drawing and line wrapping."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
 
 
 def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
@@ -159,9 +165,16 @@ class CliNet:
     hosts: list[Running]
     p2pd_path: str
 
-    def find(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def find(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return run_cli(
-            self.p2pd_path, "find", "--bootstrap", self.boot.addr, "--timeout", FIND_TIMEOUT, *args
+            self.p2pd_path,
+            "find",
+            "--bootstrap",
+            self.boot.addr,
+            "--timeout",
+            FIND_TIMEOUT,
+            *args,
+            **env,
         )
 
 
@@ -332,6 +345,69 @@ def test_diagnose_reports_the_node_and_its_bootstrap(cli_net: CliNet) -> None:
     assert report["bootstrap"] == [{"address": cli_net.boot.addr, "reachable": True, "error": None}]
     assert cli_net.boot.peer_id in report["connected_peers"]
     assert report["dht"]["enabled"] is True
+    # Counted once the routing table has filled (identify on the first connection), not
+    # right after start, when p2pd says "failed to find any peer in table".
+    assert report["dht"]["routing_table_peers"] >= 1, report["dht"]
+    assert "error" not in report["dht"]
+    assert report["announce"] == []
+
+
+def test_diagnose_reports_announced_addresses(cli_net: CliNet) -> None:
+    announced = "/ip4/127.0.0.1/tcp/4999"
+    done = run_cli(
+        cli_net.p2pd_path,
+        "diagnose",
+        "--bootstrap",
+        cli_net.boot.addr,
+        "--announce",
+        announced,
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["announce"] == [announced]
+    # p2pd advertises the announced address instead of the one it listens on.
+    assert report["listen_addrs"] == [f"{announced}/p2p/{report['peer_id']}"]
+
+    done = run_cli(cli_net.p2pd_path, "diagnose", "--announce", announced)
+    assert done.returncode == 0, done.stderr
+    assert f"announced:        {announced}" in done.stdout.splitlines()
+
+
+def test_find_without_the_dht_learns_the_hosts_from_the_bootstrap_node(cli_net: CliNet) -> None:
+    """The bootstrap node lists the hosts connected to it (peer exchange, PROTOCOL.md 3.3):
+    a client that knows only the bootstrap node finds them with the DHT off."""
+    done = cli_net.find("--model", LLAMA, "--all", "--json", P2P_ENABLE_DHT="false")
+    assert done.returncode == 0, done.stderr
+    assert {row["peer_id"] for row in json.loads(done.stdout)} == {h.peer_id for h in cli_net.hosts}
+
+
+def test_find_help_and_readable_text_output(cli_net: CliNet) -> None:
+    done = run_cli(cli_net.p2pd_path, "find", "--help", COLUMNS="200")
+    assert done.returncode == 0
+    assert "JSON lines" not in help_text(done.stdout)
+    assert "Print the result as one JSON document on one line" in help_text(done.stdout)
+
+    model = "modèle-ünïcode-🚀"
+    extra = start(
+        cli_net.p2pd_path,
+        *("host", "--json", "--dht-mode", "server", "--bootstrap", cli_net.boot.addr),
+        *("--model", model),
+    )
+    try:
+
+        def found() -> bool:
+            return cli_net.find("--model", model).returncode == 0
+
+        poll(found, 30, "the unicode host found")
+        done = cli_net.find("--model", model)
+        assert done.returncode == 0, done.stderr
+        assert f'"{model}"' in done.stdout  # as is, not \u-escaped
+        assert "\\u" not in done.stdout
+        assert json.loads(done.stdout)["models"] == [model]
+        assert done.stdout.startswith("{\n  ")  # still indented for people
+    finally:
+        assert stop(extra) == 0
 
 
 def test_diagnose_shows_an_unreachable_bootstrap_and_exits_1(
@@ -359,3 +435,139 @@ def test_demo_runs_to_done(p2pd_path: str) -> None:
     assert done.returncode == 0, done.stderr
     assert "done" in done.stdout.splitlines()[-1], done.stdout
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------- signals and daemon flags
+
+
+def child_pids(parent: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(parent) and fields[0] not in ("Z", "X"):
+            found.add(int(entry.name))
+    return found
+
+
+def daemon_argv(parent: int, timeout: float = START_TIMEOUT) -> list[str]:
+    """The command line of the p2pd a CLI process spawned, once it exists."""
+    argv: list[str] = []
+
+    def spawned() -> bool:
+        nonlocal argv
+        for pid in child_pids(parent):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"p2pd") for a in args):
+                argv = [a.decode() for a in args if a]
+                return True
+        return False
+
+    poll(spawned, timeout, "p2pd spawned")
+    return argv
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+LONG_RUNNING = {
+    "bootstrap": ("bootstrap", "--json"),
+    "host": ("host", "--json", "--model", LLAMA, "--no-dht"),
+    "node": ("node", "--json", "--no-dht"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(LONG_RUNNING))
+def test_a_signal_during_start_up_or_right_after_ready_is_a_clean_stop(
+    p2pd_path: str, command: str
+) -> None:
+    args = LONG_RUNNING[command]
+    # During start-up (p2pd is already running): a clean stop, exit 0, p2pd gone.
+    proc = subprocess.Popen(
+        [str(CLI), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=cli_env(p2pd_path),
+    )
+    try:
+        daemon_argv(proc.pid)
+        daemons = child_pids(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert not child_pids(proc.pid) and not any(Path(f"/proc/{p}").exists() for p in daemons)
+
+    # Right after the ready line: the same.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        running = start(p2pd_path, *args)
+        running.proc.send_signal(sig)
+        assert running.proc.wait(timeout=20) == 0, stop(running)
+        stop(running)
+        assert not [line for line in running.stderr.lines if "Traceback" in line]
+
+
+def test_bootstrap_allows_more_connections_than_a_client(p2pd_path: str) -> None:
+    boot = start(p2pd_path, "bootstrap", "--json")
+    try:
+        argv = daemon_argv(boot.proc.pid)
+        assert flag(argv, "-connHi") == "400", argv
+        assert "-dhtServer" in argv
+    finally:
+        assert stop(boot) == 0
+
+    boot = start(p2pd_path, "bootstrap", "--json", "--max-connections", "55")
+    try:
+        assert flag(daemon_argv(boot.proc.pid), "-connHi") == "55"
+    finally:
+        assert stop(boot) == 0
+
+    # The environment variable still applies when the flag is not given.
+    env = {**cli_env(p2pd_path), "P2P_MAX_CONNECTIONS": "33"}
+    proc = subprocess.Popen(
+        [str(CLI), "bootstrap", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    running = Running(proc, Lines(proc.stdout), Lines(proc.stderr))
+    try:
+        running.stdout.first(START_TIMEOUT)
+        assert flag(daemon_argv(proc.pid), "-connHi") == "33"
+    finally:
+        assert stop(running) == 0
+
+    host = start(p2pd_path, *LONG_RUNNING["host"], "--max-connections", "44")
+    try:
+        assert flag(daemon_argv(host.proc.pid), "-connHi") == "44"
+    finally:
+        assert stop(host) == 0
+    host = start(p2pd_path, *LONG_RUNNING["host"])
+    try:
+        assert flag(daemon_argv(host.proc.pid), "-connHi") == "10"  # a host keeps the default
+    finally:
+        assert stop(host) == 0
+
+
+def test_bootstrap_help_documents_max_connections(p2pd_path: str) -> None:
+    done = run_cli(p2pd_path, "bootstrap", "--help", COLUMNS="200")
+    assert done.returncode == 0
+    assert "--max-connections" in done.stdout
+    assert "(P2P_MAX_CONNECTIONS; default 400)" in help_text(done.stdout)
