@@ -1,7 +1,10 @@
 """The host role: declare models and capacity, answer status, admit and run jobs.
 
 A ``HostService`` sits on a running ``DiscoveryManager`` and registers the framed protocols
-(job, status, discovery, inference) on it, each through the rpc layer with its own limits.
+(job, status, inference) on it, each through the rpc layer with its own limits. Discovery is
+not registered here: ``Discovery.start`` serves it on every node, and the host sets
+``node.discovery.local_host`` so that those answers list it. With the DHT on, the host also
+provides its model keys in the background (``_provide_forever``).
 Admission is here and nowhere else: a model not served is rejected, more than ``max_jobs``
 concurrent jobs is rejected with reason ``busy``; a backend failure is an ``error/internal``
 answer and the host lives on.
