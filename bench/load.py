@@ -35,6 +35,7 @@ class LoadResult:
     latency_ms: list[float] = field(default_factory=list)
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)  # the first few messages, for docs
 
 
 async def drive(
@@ -54,6 +55,8 @@ async def drive(
                 into.errors += 1
                 kind = type(exc).__name__
                 into.error_kinds[kind] = into.error_kinds.get(kind, 0) + 1
+                if len(into.error_samples) < 5:
+                    into.error_samples.append(f"{kind}: {exc}")
                 await anyio.sleep(0.001)
                 continue
             into.latency_ms.append((time.perf_counter() - t0) * 1000)
@@ -182,7 +185,12 @@ def _rows(ctx: Ctx, level: int, ours: LoadResult, raw: LoadResult) -> None:
             Figure.of([float(raw.errors)], "errors"),
             label,
             Target("<=", 0, on="value", text="no errors"),
-            extra={"error_kinds": ours.error_kinds, "raw_error_kinds": raw.error_kinds},
+            extra={
+                "error_kinds": ours.error_kinds,
+                "error_samples": ours.error_samples,
+                "raw_error_kinds": raw.error_kinds,
+                "raw_error_samples": raw.error_samples,
+            },
         )
     )
 

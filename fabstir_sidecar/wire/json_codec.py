@@ -82,7 +82,7 @@ def decode_json_value(data: BytesLike, *, max_size: int = MAX_MESSAGE_SIZE) -> A
     except UnicodeDecodeError as exc:
         raise MalformedMessageError(f"invalid UTF-8 at byte {exc.start}") from exc
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_finite)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         offset = len(text[: exc.pos].encode("utf-8"))
         raise MalformedMessageError(f"invalid JSON at byte {offset}: {exc.msg}") from exc
@@ -112,6 +112,11 @@ def _parse_finite(literal: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"number {literal[:32]} is out of range")
     return number
+
+
+# One decoder for every message: json.loads with options builds a new one per call.
+# A BOM is still refused: the decoder reports it as "Expecting value" at byte 0.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_finite)
 
 
 def _reject_lone_surrogates(value: Any) -> None:

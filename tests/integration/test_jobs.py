@@ -371,8 +371,10 @@ async def test_discovery_lists_the_host_itself_first(p2pd_path: str) -> None:
             limited = await c.client.ask_discovery(c.a.peer_id, limit=1)
             assert [p.peer_id for p in limited] == [c.a.peer_id]
 
-            # Host B knows nobody else: just itself.
-            assert [p.peer_id for p in await c.client.ask_discovery(c.addr_b)] == [c.b.peer_id]
+            # Host B lists itself first, then the hosts among its connected peers (A dialed it;
+            # the client is connected too but is no host).
+            from_b = await c.client.ask_discovery(c.addr_b)
+            assert [p.peer_id for p in from_b] == [c.b.peer_id, c.a.peer_id]
 
 
 async def test_status_record_describing_another_peer_is_discarded(p2pd_path: str) -> None:

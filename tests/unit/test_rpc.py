@@ -243,6 +243,39 @@ async def test_serve_answers_a_well_formed_request() -> None:
     assert seen[0].sent == 2
 
 
+@pytest.mark.parametrize("requester_closes", [True, False])
+async def test_serve_lets_the_requester_close_first_within_the_linger(
+    requester_closes: bool,
+) -> None:
+    """After answering, the server keeps its end open until the requester closed (so p2pd
+    never tears the stream down under an unread answer), at most ``close_linger``."""
+    on_stream = serve_requests(reply_ok, RpcLimits(close_linger=0.5))
+    served_at: list[float] = []
+
+    async def server(stream: DaemonStream) -> None:
+        await on_stream(stream)
+        served_at.append(anyio.current_time())
+        await stream.aclose()
+
+    with anyio.fail_after(DEADLINE):
+        async with stream_pair() as (stream, remote), anyio.create_task_group() as tg:
+            tg.start_soon(server, stream)
+            await remote.send(encode_json_frame({"type": "ping"}))
+            header = await remote.receive(4)
+            assert len(header) == 4
+            await anyio.sleep(0.1)
+            assert not served_at  # answered, but still waiting for us
+            t0 = anyio.current_time()
+            if requester_closes:
+                await remote.aclose()
+            else:
+                with pytest.raises(anyio.EndOfStream):
+                    while True:  # the rest of the frame, then the server's close
+                        await remote.receive()
+    waited = served_at[0] - t0
+    assert waited < 0.1 if requester_closes else 0.2 < waited < 0.6
+
+
 @pytest.mark.parametrize(
     "body",
     [
