@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -99,6 +99,7 @@ class DiscoveryManager:
         self._peer_id: str | None = None
         self._dialed: dict[str, list[str]] = {}  # peer -> addrs we were asked to connect to
         self._last_message_sent: float | None = None  # anyio clock, for stop()'s linger
+        self._restart_hooks: list[Callable[[], Awaitable[None]]] = []
         self.bootstrap_results: list[BootstrapResult] = []
         self._finder_settings = finder
         self._discovery: Discovery | None = None
@@ -265,15 +266,24 @@ class DiscoveryManager:
         assert self._handlers is not None
         await self._handlers.register_all()
         results = await self._connect_bootstrap()
-        for peer_id, addrs in list(self._dialed.items()):
+        await self._redial_known()
+        if self._mdns is not None:  # a wildcard listen address may have a new port now
             with contextlib.suppress(FabstirError):
-                await self._require_control().connect(
-                    peer_id, addrs, timeout=self._config.connection_timeout
-                )
+                self._mdns.update_addrs(await self.get_addrs())
+        for hook in list(self._restart_hooks):
+            try:
+                await hook()
+            except Exception:
+                log.exception("daemon-restart hook failed; node keeps serving")
         log.info(
             "node re-initialised after daemon restart",
             extra={"bootstrap_ok": sum(r.ok for r in results)},
         )
+
+    def on_daemon_restart(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` after each daemon restart, once handlers and connections are back
+        (e.g. a host re-provides its DHT records, which the new daemon does not have)."""
+        self._restart_hooks.append(hook)
 
     # ----------------------------------------------------------------- internals
 
@@ -319,6 +329,7 @@ class DiscoveryManager:
             addrs=await self.get_addrs(),
             interfaces=interfaces,
             on_peer=self._on_mdns_peer,
+            on_peer_removed=self._on_mdns_peer_gone,
             query_interval=self._config.mdns_interval,
         )
         await tg.start(self._mdns.run)
@@ -329,6 +340,10 @@ class DiscoveryManager:
         self._discovery.mdns_peers[peer_id] = bare
         self._mdns_found.set()
         self._tg.start_soon(self._dial_mdns_peer, peer_id, bare)
+
+    def _on_mdns_peer_gone(self, peer_id: str) -> None:
+        assert self._discovery is not None
+        self._discovery.forget_mdns_peer(peer_id)
 
     async def _dial_mdns_peer(self, peer_id: str, addrs: tuple[str, ...]) -> None:
         try:
@@ -352,6 +367,11 @@ class DiscoveryManager:
     def mdns_active(self) -> bool:
         return self._mdns is not None
 
+    @property
+    def mdns_service(self) -> MdnsService | None:
+        """The running mDNS service (None when mDNS is off or no interface qualifies)."""
+        return self._mdns
+
     async def _reconnect_cached_peers(self) -> None:
         """After a restart, dial hosts we knew (the peer cache) without waiting for discovery."""
         assert self._discovery is not None
@@ -368,7 +388,8 @@ class DiscoveryManager:
 
     async def _maintain_connections(self, interval: float = 5.0) -> None:
         """Retry unreachable bootstrap peers with backoff; when the node has no connection
-        left at all, dial every bootstrap peer (and cached host) again."""
+        left at all, dial every bootstrap peer, every peer given to ``connect_to_peer`` and
+        the most recent cached hosts again."""
         backoff = 1.0
         next_retry = anyio.current_time() + backoff
         while True:
@@ -380,10 +401,12 @@ class DiscoveryManager:
             except FabstirError:
                 continue
             failed = [r for r in self.bootstrap_results if not r.ok]
-            if not connected and (self._config.bootstrap or self._dialed):
-                log.warning("no connections left, reconnecting to bootstrap peers")
+            cached = self._discovery is not None and len(self._discovery.peer_cache) > 0
+            if not connected and (self._config.bootstrap or self._dialed or cached):
+                log.warning("no connections left, reconnecting to known peers")
                 self.bootstrap_results = await self._connect_bootstrap()
                 await self._redial_known()
+                await self._reconnect_cached_peers()
             elif failed and anyio.current_time() >= next_retry:
                 retried = await self._connect_bootstrap([r.address for r in failed])
                 ok = {r.address for r in retried if r.ok}

@@ -50,7 +50,6 @@ from .singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from ..node import DiscoveryManager
-    from .mdns import MdnsService
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +260,9 @@ class Discovery:
     def mdns_candidates(self) -> dict[str, tuple[str, ...]]:
         """Peers heard by mDNS that are still there: entries of ``mdns_peers`` whose records
         expired or that said goodbye are dropped first."""
-        # The node does not pass MdnsService's on_peer_removed to forget_mdns_peer (node.py),
-        # so reconcile with the service's live table here.
-        service: MdnsService | None = getattr(self.node, "_mdns", None)
+        # Removals are reported to forget_mdns_peer, but expiry is noticed only on the
+        # service's next sweep: reading its live table expires stale entries now.
+        service = self.node.mdns_service
         if service is not None:
             live = service.peers  # expires stale entries, reporting them
             for peer_id in [p for p in self.mdns_peers if p not in live]:

@@ -100,6 +100,7 @@ class HostService:
         self.stats = HostStats()
         self.provide_rounds = 0
         self.advertised = anyio.Event()  # set after the first round where every key was provided
+        self._reprovide = anyio.Event()  # set after a daemon restart: provide again now
 
     @property
     def active_jobs(self) -> int:
@@ -126,9 +127,8 @@ class HostService:
                 max_concurrent=limits.max_concurrent,
                 max_per_peer=limits.max_per_peer,
             )
-        self.node.discovery.local_host = PeerInfo(
-            peer_id=self.node.peer_id, addrs=tuple(self._addrs.addrs), models=self.config.models
-        )
+        self._set_local_host()
+        self.node.on_daemon_restart(self._after_daemon_restart)
         if self.node.config.enable_dht:
             self.node.task_group.start_soon(self._provide_forever)
         log.info(
@@ -191,6 +191,18 @@ class HostService:
         except FabstirError:
             return False
 
+    def _set_local_host(self) -> None:
+        self.node.discovery.local_host = PeerInfo(
+            peer_id=self.node.peer_id, addrs=tuple(self._addrs.addrs), models=self.config.models
+        )
+
+    async def _after_daemon_restart(self) -> None:
+        """The new daemon has no provider records and may listen on new ports."""
+        self._addrs.fetched_at = -1e9
+        await self._current_addrs()
+        self._set_local_host()
+        self._reprovide.set()
+
     async def _provide_forever(self) -> None:
         """Announce each model's key and ``llm-inference`` in the DHT; re-provide on an interval.
 
@@ -228,4 +240,6 @@ class HostService:
                 continue
             self.advertised.set()
             retry = 0.25
-            await anyio.sleep(interval)
+            with anyio.move_on_after(interval):  # or at once after a daemon restart
+                await self._reprovide.wait()
+            self._reprovide = anyio.Event()

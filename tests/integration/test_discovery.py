@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -723,3 +725,30 @@ async def test_unreachable_bootstrap_is_reported_and_retried(
 
                 await wait_until(retried, 12, "the bootstrap peer retried in the background")
                 assert boot_id in await client.get_connected_peers()
+
+
+@pytest.mark.anyio
+async def test_a_restarted_host_daemon_provides_again_at_once(p2pd_path: str) -> None:
+    """The new daemon has no provider records: the host re-provides after the restart, not
+    an hour (``provide_interval``) later, and a client finds it through the DHT again."""
+    base = monitor_config(p2pd_path)
+    with anyio.fail_after(TEST_DEADLINE):
+        async with DiscoveryManager(base) as boot:
+            boot_addr = (await boot.get_addrs())[0]
+            async with DiscoveryManager(base, bootstrap=(boot_addr,)) as node:
+                service = HostService(node, HostConfig(models=(LLAMA,)), EchoBackend())
+                await service.start()
+                await service.advertised.wait()
+                rounds = service.provide_rounds
+                pid = node._daemon.pid  # type: ignore[union-attr]
+                os.kill(pid, signal.SIGKILL)
+
+                async def restarted_and_provided() -> bool:
+                    return node.restarts >= 1 and service.provide_rounds > rounds
+
+                await wait_until(restarted_and_provided, 15, "the host provided again")
+                async with DiscoveryManager(
+                    base, bootstrap=(boot_addr,), enable_dht=True
+                ) as client:
+                    found = await client.find_hosts(HostCriteria(required_models=(LLAMA,)))
+                    assert [h.host.peer_id for h in found] == [node.peer_id]

@@ -80,6 +80,7 @@ class FakeNode:
         self.control = FakeControl()
         self.config = FakeConfig()
         self.bootstrap_results: list[Boot] = []
+        self.mdns_service: Any = None
         self._tg: anyio.abc.TaskGroup | None = None
 
     @property
@@ -308,7 +309,7 @@ async def test_mdns_peers_that_left_are_no_candidates(net: Network) -> None:
     stays, leaves = fake_peer_id(), fake_peer_id()
     async with discovery() as (found, node):
         found.mdns_peers = {stays: ("/ip4/10.0.0.2/tcp/1",), leaves: ("/ip4/10.0.0.3/tcp/1",)}
-        node._mdns = FakeMdns({stays: [f"/ip4/10.0.0.2/tcp/1/p2p/{stays}"]})  # type: ignore[attr-defined]
+        node.mdns_service = FakeMdns({stays: [f"/ip4/10.0.0.2/tcp/1/p2p/{stays}"]})
         candidates = await found.gather_candidates([])
         assert stays in candidates and leaves not in candidates
         assert found.last_lookup.sources["mdns"] == 1
