@@ -64,6 +64,23 @@ class DaemonStream:
         self._buffer += chunk
         return True
 
+    @property
+    def buffered(self) -> int:
+        """Bytes already received and not yet consumed (readable without waiting)."""
+        return len(self._buffer)
+
+    def peek_buffered(self, n: int) -> bytes:
+        """Up to ``n`` buffered bytes, left in the buffer."""
+        return bytes(self._buffer[:n])
+
+    def take_buffered(self, n: int) -> bytes:
+        """Exactly ``n`` buffered bytes; the caller checked ``buffered >= n``."""
+        if len(self._buffer) < n:
+            raise ValueError(f"only {len(self._buffer)} of {n} bytes are buffered")
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
     async def receive_some(self, max_bytes: int = RECEIVE_CHUNK) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` at EOF."""
         if not self._buffer and not await self._fill(max_bytes):

@@ -298,6 +298,12 @@ class JobToken:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Self:
+        # The hot path of a streamed job: check a valid token directly; anything else takes
+        # the general path, which says exactly what is wrong.
+        if isinstance(d, dict) and d.get("type") == cls.TYPE:
+            job_id, text = d.get("job_id"), d.get("text")
+            if type(job_id) is str and 0 < len(job_id) <= MAX_JOB_ID_LENGTH and type(text) is str:
+                return cls(job_id=job_id, text=text)
         f = _Fields.message(d, cls.TYPE)
         return cls(job_id=f.job_id(), text=f.string("text"))
 
@@ -384,7 +390,9 @@ def parse_job_response(d: Mapping[str, Any]) -> JobResponse:
 
     Everything but :class:`JobToken` is terminal: the host closes the stream after it.
     """
-    kind = _Fields(d, "job_response").string("type")
+    kind = d.get("type") if isinstance(d, dict) else None
+    if type(kind) is not str:
+        kind = _Fields(d, "job_response").string("type")
     cls = _JOB_RESPONSE_TYPES.get(kind)
     if cls is None:
         expected = ", ".join(_JOB_RESPONSE_TYPES)
