@@ -44,3 +44,28 @@ async def test_a_stream_ending_mid_body_is_a_typed_error(size: int) -> None:
         with anyio.fail_after(5), pytest.raises(StreamClosedError, match=f"of {size} bytes"):
             await stream.receive_exactly(size)
         assert await stream.receive_some(size) == b"x" * (size - 1)
+
+
+async def test_buffered_frames_are_taken_without_waiting_and_partial_ones_left() -> None:
+    from fabstir_sidecar.errors import MessageTooLargeError
+    from fabstir_sidecar.protocols.rpc import read_buffered_frame, read_frame
+    from fabstir_sidecar.wire.framing import encode_json_frame
+
+    one, two = encode_json_frame({"n": 1}), encode_json_frame({"n": 2})
+    async with stream_pair() as (stream, remote):
+        assert read_buffered_frame(stream) is None  # nothing buffered: the caller must wait
+        await remote.send(one + two[:3])
+        with anyio.fail_after(5):
+            assert await read_frame(stream) == {"n": 1}  # the socket read buffers more
+            while stream.buffered < 3:
+                await stream._fill()
+        assert read_buffered_frame(stream) is None  # a partial header stays buffered
+        await remote.send(two[3:])
+        with anyio.fail_after(5):
+            assert await read_frame(stream) == {"n": 2}
+        await remote.send((2 * MIB).to_bytes(4, "big") + b"x" * 10)
+        with anyio.fail_after(5):
+            while stream.buffered < 14:
+                await stream._fill()
+        with pytest.raises(MessageTooLargeError):
+            read_buffered_frame(stream)
