@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -120,6 +120,7 @@ class Discovery:
         )
         self._limiter = anyio.CapacityLimiter(self.settings.fanout)
         self._routing_table_ready: anyio.Event | None = None
+        self._linked: frozenset[str] = frozenset()  # peers connected at the last gather
         self._not_a_host: dict[str, tuple[float, FabstirError]] = {}  # peer -> (expiry, why)
         self._learning: anyio.Event | None = None  # set when the current round is over
         self._learning_started = -LEARN_GAP
@@ -362,6 +363,7 @@ class Discovery:
         stats = LookupStats()
         me = self.node.peer_id
         connected = [p.peer_id for p in await self.node.control.list_peers()]
+        self._linked = frozenset(connected)
         bootstrap = [r.peer_id for r in self.node.bootstrap_results]
         ordered: list[tuple[str, dict[str, tuple[str, ...]]]] = [
             ("known", {p.peer_id: p.addrs for p in self.known_hosts()}),
@@ -408,8 +410,10 @@ class Discovery:
             # One deadline for the dial and the status round trip, from when our turn came.
             deadline = anyio.current_time() + timeout
             try:
-                if addrs:
-                    # A failed dial is not fatal: the daemon may know other addresses.
+                if addrs and peer_id not in self._linked:
+                    # A failed dial is not fatal: the daemon may know other addresses. A peer
+                    # connected at the last gather is not dialed again (a control round trip
+                    # per candidate); if it dropped since, the stream open dials it.
                     with contextlib.suppress(FabstirError):
                         await self.node.control.connect(peer_id, addrs, timeout=timeout)
                 remaining = deadline - anyio.current_time()
@@ -438,13 +442,10 @@ class Discovery:
         return (await self.find_hosts(criteria))[0]
 
     async def match(self, criteria: HostCriteria) -> MatchReport:
-        candidates = await self.gather_candidates(criteria.required_models)
-        # Known non-hosts do not use up the query budget.
-        eligible = [(p, a) for p, a in candidates.items() if not self.not_a_host(p)]
-        chosen = eligible[: self.settings.max_queries]
         answers: list[HostStatus] = []
         failed = 0
         before = self._status.calls
+        asked: set[str] = {self.node.peer_id}
 
         async def ask(peer_id: str, addrs: tuple[str, ...]) -> None:
             nonlocal failed
@@ -456,12 +457,26 @@ class Discovery:
                 failed += 1
                 log.debug("candidate skipped", extra={"peer": peer_id, "error": str(exc)})
 
+        def ask_all(found: Iterable[tuple[str, tuple[str, ...]]]) -> None:
+            # Known non-hosts do not use up the query budget.
+            for peer_id, addrs in found:
+                if len(asked) > self.settings.max_queries:
+                    return
+                if peer_id not in asked and not self.not_a_host(peer_id):
+                    asked.add(peer_id)
+                    tg.start_soon(ask, peer_id, addrs)
+
         async with anyio.create_task_group() as tg:
-            for peer_id, addrs in chosen:
-                tg.start_soon(ask, peer_id, addrs)
+            # Hosts we already know come first in the merge order anyway: ask them while the
+            # DHT and peer exchange are still looking (a warm lookup then costs max(gather,
+            # status), not their sum).
+            ask_all((p.peer_id, p.addrs) for p in self.known_hosts())
+            candidates = await self.gather_candidates(criteria.required_models)
+            skipped = sum(1 for p in candidates if p not in asked and self.not_a_host(p))
+            ask_all(candidates.items())
         self.last_lookup.status_queries = self._status.calls - before
         self.last_lookup.failed = failed
-        self.last_lookup.skipped = len(candidates) - len(eligible)
+        self.last_lookup.skipped = skipped
         self.peer_cache.save()
         return match_hosts(criteria, answers)
 
