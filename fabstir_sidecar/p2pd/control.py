@@ -409,16 +409,16 @@ class DaemonControl:
                 return
             while True:
                 message = pb.DHTResponse()
-                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                # The deadline scope never spans the ``yield``: a cancel scope must not be
+                # left open across a suspension of an async generator.
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as waiting:
                     try:
                         message.ParseFromString(await read_delimited(sock, buffer))
                     except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                         return
-                    if message.type == pb.DHTResponse.END:
-                        return
-                    yield _peer_info(message.peer)
-                    continue
-                return  # our deadline passed
+                if waiting.cancelled_caught or message.type == pb.DHTResponse.END:
+                    return  # our deadline passed, or the daemon has no more
+                yield _peer_info(message.peer)
         finally:
             with anyio.CancelScope(shield=True):
                 await sock.aclose()
