@@ -100,6 +100,7 @@ class DiscoveryManager:
         self._dialed: dict[str, list[str]] = {}  # peer -> addrs we were asked to connect to
         self._last_message_sent: float | None = None  # anyio clock, for stop()'s linger
         self._restart_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._start_hooks: list[Callable[[], Awaitable[None]]] = []
         self.bootstrap_results: list[BootstrapResult] = []
         self._finder_settings = finder
         self._discovery: Discovery | None = None
@@ -222,6 +223,8 @@ class DiscoveryManager:
         stack.callback(peer_cache.save)
         self._discovery = Discovery(self, settings=self._finder_settings, peer_cache=peer_cache)
         await self._discovery.start()
+        for hook in self._start_hooks:
+            await hook()
         self.bootstrap_results = await self._connect_bootstrap()
         tg.start_soon(self._maintain_connections)
         if cfg.enable_mdns:
@@ -279,6 +282,19 @@ class DiscoveryManager:
             "node re-initialised after daemon restart",
             extra={"bootstrap_ok": sum(r.ok for r in results)},
         )
+
+    def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` inside ``create_node()``, once the daemon, the stream handlers and
+        discovery are up and before any bootstrap peer is dialed.
+
+        What it registers is served from the first connection on: a host started this way
+        (``node.on_start(host_service.start)``) is never asked for its status before it
+        serves it, which peers would take as "not a host" for a while. A hook that raises
+        fails the start. Only before ``create_node()``.
+        """
+        if self._state is not NodeState.NEW:
+            raise NodeStateError("on_start() hooks must be added before create_node()")
+        self._start_hooks.append(hook)
 
     def on_daemon_restart(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` after each daemon restart, once handlers and connections are back

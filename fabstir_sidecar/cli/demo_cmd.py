@@ -65,13 +65,14 @@ async def _demo(n_hosts: int, p2pd: str | None) -> None:
         services: list[HostService] = []
         for i in range(n_hosts):
             models, reputation, location = HOST_PROFILES[i % len(HOST_PROFILES)]
-            node = await stack.enter_async_context(DiscoveryManager(base, bootstrap=(boot_addr,)))
+            node = DiscoveryManager(base, bootstrap=(boot_addr,))
             service = HostService(
                 node,
                 HostConfig(models=models, reputation=reputation, location=location),
                 EchoBackend(),
             )
-            await service.start()
+            node.on_start(service.start)  # serving before it connects to the bootstrap node
+            await stack.enter_async_context(node)
             services.append(service)
             step(
                 f"host {i + 1} up: {node.peer_id[-8:]} models={list(models)} "

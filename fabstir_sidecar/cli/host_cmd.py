@@ -115,10 +115,11 @@ async def _run_host(
             say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
 
     async def serve() -> None:
-        async with DiscoveryManager(cfg) as node:
+        node = DiscoveryManager(cfg)
+        service = HostService(node, host_cfg, backend, on_job=on_job)
+        node.on_start(service.start)  # serving before the first bootstrap connection
+        async with node:
             node.on_message(on_message)
-            service = HostService(node, host_cfg, backend, on_job=on_job)
-            await service.start()
             addrs = await node.get_addrs()
             if json_out:
                 emit_event("ready", peer_id=node.peer_id, addrs=addrs)

@@ -508,3 +508,23 @@ async def test_every_failure_is_a_fabstir_error(p2pd_path: str, tmp_path: Path) 
                 else:  # pragma: no cover - every call above must fail
                     pytest.fail("expected a FabstirError")
             assert node.is_running()
+
+
+async def test_start_hooks_run_before_bootstrap_peers_are_dialed(p2pd_path: str) -> None:
+    """``on_start`` hooks serve from the first connection on: when the hook runs, the node
+    is up (peer id, handlers) but has dialed no bootstrap peer yet."""
+    with anyio.fail_after(TEST_DEADLINE):
+        async with make_node(p2pd_path) as boot:
+            boot_addr = (await boot.get_addrs())[0]
+            node = make_node(p2pd_path, bootstrap=[boot_addr])
+            seen: list[tuple[str, list[str]]] = []
+
+            async def hook() -> None:
+                seen.append((node.peer_id, await node.get_connected_peers()))
+
+            node.on_start(hook)
+            async with node:
+                assert seen == [(node.peer_id, [])]  # nobody connected while it ran
+                assert [r.ok for r in node.bootstrap_results] == [True]
+                with pytest.raises(NodeStateError):
+                    node.on_start(hook)
