@@ -10,6 +10,7 @@ import os
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +27,24 @@ for _var in ("P2P_LISTEN_ADDRESSES", "P2P_BOOTSTRAP_NODES", "P2P_DAEMON_ADDR", "
 os.environ.setdefault("P2P_ENABLE_MDNS", "false")
 
 
+# Every process this session starts (nodes, CLI subprocesses, their p2pd) inherits this tag,
+# so the leak check below counts only our daemons, not those of a benchmark or another test
+# run on the same machine.
+SESSION_TAG = f"fabstir-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+os.environ["FABSTIR_TEST_SESSION"] = SESSION_TAG
+
+
+def _ours(pid: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or not ours to read: not counted
+        return False
+    return f"FABSTIR_TEST_SESSION={SESSION_TAG}".encode() in environ.split(b"\0")
+
+
 def _p2pd_pids() -> set[int]:
     out = subprocess.run(["pgrep", "-x", "p2pd"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+    return {int(p) for p in out.split() if _ours(int(p))}
 
 
 def _our_runtime_dirs() -> list[Path]:
