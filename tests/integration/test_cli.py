@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,85 +15,34 @@ from typing import Any
 import anyio
 import pytest
 
-from fabstir_sidecar.p2pd.control import DaemonControl
 from fabstir_sidecar.p2pd.identity import generate_identity
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
+from tests.integration import cli_helpers
+from tests.integration.cli_helpers import LOG_VARS, cli_path, spawn_cli
+from tests.integration.helpers import LOOPBACK, child_pids, free_port, pid_gone, raw_daemon
 
 pytestmark = pytest.mark.integration
 
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 RUN_TIMEOUT = 30.0
 READY_TIMEOUT = 20.0
 
 
-def cli_path() -> str:
-    beside = Path(sys.executable).parent / "fabstir-sidecar"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("fabstir-sidecar")
-    if found is None:
-        pytest.fail("the fabstir-sidecar console script is not installed")
-    return found
-
-
 def cli_env(p2pd_path: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("P2P_") and k not in ("FABSTIR_LOG_LEVEL", "FABSTIR_LOG_FORMAT")
-    }
-    env.update(P2PD_BIN=p2pd_path, P2P_ENABLE_MDNS="false", P2P_ENABLE_DHT="false")
-    env.update(extra)
-    return env
+    """The shared CLI environment, minus inherited FABSTIR_LOG_* settings, DHT off."""
+    return cli_helpers.cli_env(p2pd_path, drop=LOG_VARS, P2P_ENABLE_DHT="false", **extra)
 
 
 def run_cli(
     p2pd_path: str, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cli_path(), *args],
-        env=env or cli_env(p2pd_path),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=RUN_TIMEOUT,
-    )
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-    return state in ("Z", "X")
-
-
-def child_pids(parent: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == str(parent) and fields[0] not in ("Z", "X"):
-            found.add(int(entry.name))
-    return found
+    return cli_helpers.run_cli(env or cli_env(p2pd_path), *args, timeout=RUN_TIMEOUT)
 
 
 class CliNode:
     """A ``fabstir-sidecar node --json`` subprocess; reads its JSON lines with deadlines."""
 
     def __init__(self, p2pd_path: str, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [cli_path(), "node", "--json", "--no-dht", "--listen", LOOPBACK, *args],
-            env=cli_env(p2pd_path),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        self.proc = spawn_cli(
+            cli_env(p2pd_path), "node", "--json", "--no-dht", "--listen", LOOPBACK, *args
         )
         self._selector = selectors.DefaultSelector()
         assert self.proc.stdout is not None
@@ -202,9 +148,7 @@ def test_node_stops_on_sigint(p2pd_path: str, cli_nodes: list[CliNode]) -> None:
 def test_send_to_unreachable_peer_fails_with_one_line(p2pd_path: str, tmp_path: Path) -> None:
     stranger = generate_identity(tmp_path / "stranger.key")
     # A port nobody listens on: the dial is refused at once.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     started = time.monotonic()
     result = run_cli(p2pd_path, "send", f"/ip4/127.0.0.1/tcp/{port}/p2p/{stranger}", '{"a": 1}')
     assert time.monotonic() - started < RUN_TIMEOUT
@@ -264,35 +208,21 @@ async def test_peers_lists_a_connected_peer(p2pd_path: str, cli_nodes: list[CliN
     node = start_node(cli_nodes, p2pd_path)
     node_id, node_addrs = check_ready(node.read_event(READY_TIMEOUT))
 
-    runtime = RuntimeDir()
-    sock = runtime.file("p2pd.sock")
-    spec = DaemonSpec(
-        binary=Path(p2pd_path), control_socket=sock, listen=(LOOPBACK,), enable_dht=False
-    )
-    control = DaemonControl(f"/unix{sock}", request_timeout=5.0)
-    proc = DaemonProcess(spec)
-    try:
-        with anyio.fail_after(RUN_TIMEOUT):
-            async with anyio.create_task_group() as tg:
-                try:
-                    await proc.start(tg, ready_check=control.identify, timeout=10.0)
-                    await control.connect(node_id, [node_addrs[0].rsplit("/p2p/", 1)[0]])
-                    env = cli_env(p2pd_path)
-                    cmd = [cli_path(), "peers", "--api", f"/unix{sock}"]
-                    result = await anyio.run_process(cmd, env=env, check=False)
-                    assert result.returncode == 0, result.stderr
-                    lines = result.stdout.decode().splitlines()
-                    assert len(lines) == 1
-                    assert lines[0].split()[0] == node_id
-                    json_result = await anyio.run_process([*cmd, "--json"], env=env, check=False)
-                    (event,) = [json.loads(x) for x in json_result.stdout.decode().splitlines()]
-                    assert event["event"] == "peer"
-                    assert event["peer_id"] == node_id
-                    assert any(node_addrs[0].startswith(a) for a in event["addrs"])
-                finally:
-                    await proc.stop(grace=2.0)
-    finally:
-        runtime.close()
+    with anyio.fail_after(RUN_TIMEOUT):
+        async with raw_daemon(p2pd_path) as (_, control, sock):
+            await control.connect(node_id, [node_addrs[0].rsplit("/p2p/", 1)[0]])
+            env = cli_env(p2pd_path)
+            cmd = [cli_path(), "peers", "--api", f"/unix{sock}"]
+            result = await anyio.run_process(cmd, env=env, check=False)
+            assert result.returncode == 0, result.stderr
+            lines = result.stdout.decode().splitlines()
+            assert len(lines) == 1
+            assert lines[0].split()[0] == node_id
+            json_result = await anyio.run_process([*cmd, "--json"], env=env, check=False)
+            (event,) = [json.loads(x) for x in json_result.stdout.decode().splitlines()]
+            assert event["event"] == "peer"
+            assert event["peer_id"] == node_id
+            assert any(node_addrs[0].startswith(a) for a in event["addrs"])
 
     # A control socket nobody listens on: one error line, non-zero exit.
     result = run_cli(p2pd_path, "peers", "--api", f"/unix{sock}")

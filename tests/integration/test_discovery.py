@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from fabstir_sidecar.p2pd.identity import load_or_create_identity
 from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host
+from tests.integration.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -660,12 +660,6 @@ def test_a_host_that_stops_mid_search_is_skipped(net: Network) -> None:
 
 
 # ------------------------------------------------------- connection monitoring
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def monitor_config(p2pd_path: str) -> NodeConfig:

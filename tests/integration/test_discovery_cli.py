@@ -4,27 +4,24 @@ subprocesses on loopback (no mDNS; the hosts run the DHT in server mode)."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from fabstir_sidecar.p2pd.identity import generate_identity
+from tests.integration import cli_helpers
+from tests.integration.cli_helpers import Running, spawn_cli
+from tests.integration.helpers import child_pids, free_port
 
 pytestmark = pytest.mark.integration
 
-CLI = Path(sys.executable).parent / "fabstir-sidecar"
 START_TIMEOUT = 20.0
 CALL_TIMEOUT = 30.0
 FIND_TIMEOUT = "10"  # --timeout of one search, seconds
@@ -35,84 +32,13 @@ ROW_KEYS = {"peer_id", "addrs", "models", "reputation", "uptime_s", "location", 
 
 
 def cli_env(p2pd_path: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("P2P_")}
-    env.update(
-        P2PD_BIN=p2pd_path,
-        P2P_ENABLE_MDNS="false",
-        FABSTIR_LOG_LEVEL="warning",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-class Lines:
-    """A pipe's lines, collected by a thread so a test can wait for one with a deadline."""
-
-    def __init__(self, pipe: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, pipe: IO[str]) -> None:
-        for line in pipe:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def first(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while not self.lines:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no output line within {timeout}s")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError("the process closed its output before printing a line")
-            self.lines.append(line)
-        return self.lines[0]
-
-    def drain(self, timeout: float = 5.0) -> list[str]:
-        self._thread.join(timeout)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                return self.lines
-            if line is not None:
-                self.lines.append(line)
-
-
-@dataclass
-class Running:
-    proc: subprocess.Popen[str]
-    stdout: Lines
-    stderr: Lines
-    ready: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def peer_id(self) -> str:
-        return str(self.ready["peer_id"])
-
-    @property
-    def addr(self) -> str:
-        return str(self.ready["addrs"][0])
+    """The shared CLI environment, quiet logs and unbuffered output (the DHT as configured)."""
+    return cli_helpers.cli_env(p2pd_path, FABSTIR_LOG_LEVEL="warning", PYTHONUNBUFFERED="1")
 
 
 def start(p2pd_path: str, *args: str) -> Running:
     """Start a long-running command and wait for its JSON ready line."""
-    proc = subprocess.Popen(
-        [str(CLI), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=cli_env(p2pd_path),
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    running = Running(proc, Lines(proc.stdout), Lines(proc.stderr))
+    running = Running.launch(cli_env(p2pd_path), *args)
     try:
         running.ready = json.loads(running.stdout.first(START_TIMEOUT))
     except BaseException:
@@ -139,15 +65,7 @@ def stop(running: Running) -> int | None:
 def run_cli(
     p2pd_path: str, *args: str, timeout: float = CALL_TIMEOUT, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CLI), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**cli_env(p2pd_path), **env},
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return cli_helpers.run_cli({**cli_env(p2pd_path), **env}, *args, timeout=timeout)
 
 
 def help_text(text: str) -> str:
@@ -318,10 +236,7 @@ def test_find_without_a_match_exits_3_with_the_reason(cli_net: CliNet) -> None:
 def dead_bootstrap(tmp_path: Path) -> str:
     """A well-formed bootstrap address nobody listens on."""
     peer_id = generate_identity(tmp_path / "nobody.key")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}"
+    return f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{peer_id}"
 
 
 def test_find_with_an_unreachable_bootstrap_exits_1(p2pd_path: str, dead_bootstrap: str) -> None:
@@ -440,20 +355,6 @@ def test_demo_runs_to_done(p2pd_path: str) -> None:
 # ------------------------------------------------------- signals and daemon flags
 
 
-def child_pids(parent: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == str(parent) and fields[0] not in ("Z", "X"):
-            found.add(int(entry.name))
-    return found
-
-
 def daemon_argv(parent: int, timeout: float = START_TIMEOUT) -> list[str]:
     """The command line of the p2pd a CLI process spawned, once it exists."""
     argv: list[str] = []
@@ -491,14 +392,7 @@ def test_a_signal_during_start_up_or_right_after_ready_is_a_clean_stop(
 ) -> None:
     args = LONG_RUNNING[command]
     # During start-up (p2pd is already running): a clean stop, exit 0, p2pd gone.
-    proc = subprocess.Popen(
-        [str(CLI), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=cli_env(p2pd_path),
-    )
+    proc = spawn_cli(cli_env(p2pd_path), *args)
     try:
         daemon_argv(proc.pid)
         daemons = child_pids(proc.pid)
@@ -538,19 +432,10 @@ def test_bootstrap_allows_more_connections_than_a_client(p2pd_path: str) -> None
 
     # The environment variable still applies when the flag is not given.
     env = {**cli_env(p2pd_path), "P2P_MAX_CONNECTIONS": "33"}
-    proc = subprocess.Popen(
-        [str(CLI), "bootstrap", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    running = Running(proc, Lines(proc.stdout), Lines(proc.stderr))
+    running = Running.launch(env, "bootstrap", "--json")
     try:
         running.stdout.first(START_TIMEOUT)
-        assert flag(daemon_argv(proc.pid), "-connHi") == "33"
+        assert flag(daemon_argv(running.proc.pid), "-connHi") == "33"
     finally:
         assert stop(running) == 0
 

@@ -3,88 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.integration import cli_helpers
+from tests.integration.cli_helpers import Running
+from tests.integration.helpers import free_port
+
 pytestmark = pytest.mark.integration
 
-CLI = Path(sys.executable).parent / "fabstir-sidecar"
 START_TIMEOUT = 20.0
 CALL_TIMEOUT = 30.0
 
 
 def cli_env(p2pd_path: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for var in (
-        "P2P_LISTEN_ADDRESSES",
-        "P2P_BOOTSTRAP_NODES",
-        "P2P_DAEMON_ADDR",
-        "P2P_IDENTITY_FILE",
-    ):
-        env.pop(var, None)
-    env.update(
-        P2PD_BIN=p2pd_path,
-        P2P_ENABLE_MDNS="false",
-        P2P_ENABLE_DHT="false",
-        FABSTIR_LOG_LEVEL="warning",
-        PYTHONUNBUFFERED="1",
+    """The shared CLI environment, DHT off, quiet logs and unbuffered output."""
+    return cli_helpers.cli_env(
+        p2pd_path, P2P_ENABLE_DHT="false", FABSTIR_LOG_LEVEL="warning", PYTHONUNBUFFERED="1"
     )
-    return env
-
-
-class Lines:
-    """Collects a pipe's lines in a thread, so the test can wait for one with a deadline."""
-
-    def __init__(self, pipe: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, pipe: IO[str]) -> None:
-        for line in pipe:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        for line in self.lines:
-            if predicate(line):
-                return line
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no matching line within {timeout}s; got {self.lines}")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"the process closed its output; got {self.lines}")
-            self.lines.append(line)
-            if predicate(line):
-                return line
-
-    def drain(self, timeout: float = 5.0) -> list[str]:
-        self._thread.join(timeout)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                return self.lines
-            if line is not None:
-                self.lines.append(line)
 
 
 def events(lines: list[str]) -> list[dict[str, Any]]:
@@ -99,14 +40,7 @@ def events(lines: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-class HostProcess:
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        assert proc.stdout is not None and proc.stderr is not None
-        self.stdout = Lines(proc.stdout)
-        self.stderr = Lines(proc.stderr)
-        self.ready: dict[str, Any] = {}
-
+class HostProcess(Running):
     def job_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         def enough(_: str) -> bool:
             return len([e for e in events(self.stdout.lines) if e["event"] == "job"]) >= count
@@ -116,53 +50,27 @@ class HostProcess:
         return [e for e in events(self.stdout.lines) if e["event"] == "job"]
 
 
+HOST_ARGS = ("host", "--model", "m1", "--model", "m2", "--reputation", "80", "--location", "de")
+
+
 @pytest.fixture
 def host(p2pd_path: str) -> Iterator[HostProcess]:
-    proc = subprocess.Popen(
-        [
-            str(CLI),
-            "host",
-            "--model",
-            "m1",
-            "--model",
-            "m2",
-            "--reputation",
-            "80",
-            "--location",
-            "de",
-            "--max-jobs",
-            "2",
-            "--json",
-            "--no-dht",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=cli_env(p2pd_path),
+    running = HostProcess.launch(
+        cli_env(p2pd_path), *HOST_ARGS, "--max-jobs", "2", "--json", "--no-dht"
     )
-    running = HostProcess(proc)
     try:
         first = running.stdout.wait_for(lambda line: bool(line.strip()), START_TIMEOUT)
         running.ready = json.loads(first)
         yield running
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait(10)
         running.stderr.drain()
 
 
 def run_cli(p2pd_path: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CLI), *args],
-        capture_output=True,
-        text=True,
-        timeout=CALL_TIMEOUT,
-        env=cli_env(p2pd_path),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return cli_helpers.run_cli(cli_env(p2pd_path), *args, timeout=CALL_TIMEOUT)
 
 
 def test_host_status_and_jobs_through_the_cli(p2pd_path: str, host: HostProcess) -> None:
@@ -234,9 +142,7 @@ def test_host_status_and_jobs_through_the_cli(p2pd_path: str, host: HostProcess)
 
 def test_status_of_an_unreachable_host_fails_with_one_error_line(p2pd_path: str) -> None:
     # A well-formed address nobody listens on (we bound the port and closed it again).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
     started = time.monotonic()
     done = run_cli(

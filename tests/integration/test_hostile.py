@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,35 +19,14 @@ import pytest
 
 from fabstir_sidecar import DiscoveryManager, StreamClosedError
 from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
 from fabstir_sidecar.p2pd.stream import DaemonStream
+from tests.integration.helpers import Inbox, make_node, raw_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 PROTOCOL = "/fabstir-llm/1.0.0/message"
 TEST_DEADLINE = 30.0
 CHUNK = 64 * 1024
-
-
-class Inbox:
-    """A message handler collecting ``(sender, message)``; ``wait_for`` waits on an event."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, Any]] = []
-        self._arrived = anyio.Event()
-
-    def __call__(self, sender: str, message: Any) -> None:
-        self.items.append((sender, message))
-        self._arrived.set()  # wakes current waiters; later ones wait on a fresh event
-        self._arrived = anyio.Event()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, Any]]:
-        with anyio.fail_after(timeout):
-            while len(self.items) < count:
-                await self._arrived.wait()
-        return self.items
 
 
 @dataclass
@@ -92,38 +70,17 @@ class Arena:
 @contextlib.asynccontextmanager
 async def arena(p2pd_path: str, **victim_options: Any) -> AsyncIterator[Arena]:
     """A victim node and a raw hostile p2pd connected to it."""
-    runtime = RuntimeDir()
-    sock = runtime.file("p2pd.sock")
-    spec = DaemonSpec(
-        binary=Path(p2pd_path), control_socket=sock, listen=(LOOPBACK,), enable_dht=False
-    )
-    hostile = DaemonControl(f"/unix{sock}", request_timeout=5.0)
-    proc = DaemonProcess(spec)
-    options: dict[str, Any] = {
-        "p2pd_path": p2pd_path,
-        "listen": [LOOPBACK],
-        "bootstrap": [],
-        "enable_mdns": False,
-        "enable_dht": False,
-        "connection_timeout": 5.0,
-    }
-    options.update(victim_options)
-    try:
-        async with anyio.create_task_group() as tg:
-            try:
-                await proc.start(tg, ready_check=hostile.identify, timeout=10.0)
-                async with DiscoveryManager(**options) as victim:
-                    inbox = Inbox()
-                    victim.on_message(inbox)
-                    victim_addr = (await victim.get_addrs())[0].rsplit("/p2p/", 1)[0]
-                    await hostile.connect(victim.peer_id, [victim_addr], timeout=5.0)
-                    hostile_id, _ = await hostile.identify()
-                    yield Arena(victim, inbox, hostile, hostile_id)
-                    assert victim.is_running()
-            finally:
-                await proc.stop(grace=2.0)
-    finally:
-        runtime.close()
+    async with (
+        raw_daemon(p2pd_path) as (_, hostile, _),
+        make_node(p2pd_path, **victim_options) as victim,
+    ):
+        inbox = Inbox()
+        victim.on_message(inbox)
+        victim_addr = (await victim.get_addrs())[0].rsplit("/p2p/", 1)[0]
+        await hostile.connect(victim.peer_id, [victim_addr], timeout=5.0)
+        hostile_id, _ = await hostile.identify()
+        yield Arena(victim, inbox, hostile, hostile_id)
+        assert victim.is_running()
 
 
 def refusal_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -190,14 +147,7 @@ async def test_stalled_stream_is_dropped_without_blocking_others(
     with anyio.fail_after(TEST_DEADLINE):
         async with (
             arena(p2pd_path, connection_timeout=1.0) as a,
-            DiscoveryManager(
-                p2pd_path=p2pd_path,
-                listen=[LOOPBACK],
-                bootstrap=[],
-                enable_mdns=False,
-                enable_dht=False,
-                connection_timeout=5.0,
-            ) as friend,
+            make_node(p2pd_path) as friend,
         ):
             stalled = await a.open()
             try:

@@ -4,7 +4,6 @@ inference, discovery, retries across a host restart, and an OpenAI-compatible ba
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from fabstir_sidecar.protocols.job import JobEvent
 from fabstir_sidecar.protocols.status import request_status
 from fabstir_sidecar.wire.messages import Host, JobRequest
 from tests.integration import test_openai_backend as openai_fakes
+from tests.integration.helpers import free_port, make_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -39,18 +39,6 @@ LLAMA = "llama-3.2-1b-instruct"
 MISTRAL = "mistral-7b"
 TEST_DEADLINE = 30.0
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)
-
-
-def make_node(p2pd_path: str, **options: Any) -> DiscoveryManager:
-    values: dict[str, Any] = {
-        "p2pd_path": p2pd_path,
-        "enable_dht": False,
-        "enable_mdns": False,
-        "bootstrap": [],
-        "connection_timeout": 5.0,
-    }
-    values.update(options)
-    return DiscoveryManager(**values)
 
 
 @dataclass
@@ -136,12 +124,6 @@ class SignallingEcho(EchoBackend):
     async def complete(self, request: JobRequest) -> Completion:
         self.started.set()
         return await super().complete(request)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------ status

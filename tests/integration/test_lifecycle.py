@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import os
 import signal
 import stat
@@ -12,7 +10,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,37 +23,20 @@ from fabstir_sidecar import (
     NodeState,
     ProtocolNotSupportedError,
 )
-from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
 from fabstir_sidecar.p2pd.runtime_dir import PREFIX, RuntimeDir
 from fabstir_sidecar.p2pd.supervisor import SpawnedDaemon
+from tests.integration.helpers import (
+    Inbox,
+    child_pids,
+    eventually,
+    make_node,
+    pid_gone,
+    raw_daemon,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 TEST_DEADLINE = 30.0
-
-
-def make_node(p2pd_path: str, **options: Any) -> DiscoveryManager:
-    values: dict[str, Any] = {
-        "p2pd_path": p2pd_path,
-        "listen": [LOOPBACK],
-        "bootstrap": [],
-        "enable_mdns": False,
-        "enable_dht": False,
-        "connection_timeout": 5.0,
-    }
-    values.update(options)
-    return DiscoveryManager(**values)
-
-
-def pid_gone(pid: int) -> bool:
-    """True if ``pid`` no longer exists (a zombie nobody reaped counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-    return state in ("Z", "X")
 
 
 def spawned(node: DiscoveryManager) -> SpawnedDaemon:
@@ -85,70 +65,14 @@ def our_runtime_dirs() -> set[Path]:
 def child_p2pd_pids() -> set[int]:
     """p2pd processes whose parent is this test process."""
     found = set()
-    me = str(os.getpid())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in child_pids(os.getpid()):
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if fields[1] == me and fields[0] not in ("Z", "X") and b"p2pd" in cmdline[0]:
-            found.add(int(entry.name))
+        if b"p2pd" in cmdline[0]:
+            found.add(pid)
     return found
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll ``condition`` (sync or async) until it is true; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def raw_daemon(p2pd_path: str) -> AsyncIterator[tuple[DaemonProcess, DaemonControl, Path]]:
-    """A bare p2pd we run ourselves (no handlers), its control socket in a RuntimeDir."""
-    runtime = RuntimeDir()
-    sock = runtime.file("p2pd.sock")
-    spec = DaemonSpec(
-        binary=Path(p2pd_path), control_socket=sock, listen=(LOOPBACK,), enable_dht=False
-    )
-    control = DaemonControl(f"/unix{sock}", request_timeout=5.0)
-    proc = DaemonProcess(spec)
-    try:
-        async with anyio.create_task_group() as tg:
-            try:
-                await proc.start(tg, ready_check=control.identify, timeout=10.0)
-                yield proc, control, sock
-            finally:
-                await proc.stop(grace=2.0)
-    finally:
-        runtime.close()
-
-
-class Inbox:
-    """A message handler collecting ``(sender, message)``; ``wait_for`` waits on an event."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, Any]] = []
-        self._arrived = anyio.Event()
-
-    def __call__(self, sender: str, message: Any) -> None:
-        self.items.append((sender, message))
-        self._arrived.set()  # wakes current waiters; later ones wait on a fresh event
-        self._arrived = anyio.Event()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, Any]]:
-        with anyio.fail_after(timeout):
-            while len(self.items) < count:
-                await self._arrived.wait()
-        return self.items
 
 
 # -------------------------------------------------------------------------- attach

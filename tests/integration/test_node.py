@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,6 @@ import pytest
 from fabstir_sidecar import (
     ConfigError,
     DaemonStartError,
-    DiscoveryManager,
     FabstirError,
     InvalidMultiaddrError,
     MessageTooLargeError,
@@ -31,80 +27,12 @@ from fabstir_sidecar import (
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
-from fabstir_sidecar.p2pd.control import DaemonControl
 from fabstir_sidecar.p2pd.identity import generate_identity
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
+from tests.integration.helpers import Inbox, eventually, make_node, raw_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 TEST_DEADLINE = 30.0
-
-
-def make_node(p2pd_path: str, **options: Any) -> DiscoveryManager:
-    values: dict[str, Any] = {
-        "p2pd_path": p2pd_path,
-        "listen": [LOOPBACK],
-        "bootstrap": [],
-        "enable_mdns": False,
-        "enable_dht": False,
-        "connection_timeout": 5.0,
-    }
-    values.update(options)
-    return DiscoveryManager(**values)
-
-
-class Inbox:
-    """A message handler collecting ``(sender, message)``; ``wait_for`` waits on an event."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, Any]] = []
-        self._arrived = anyio.Event()
-
-    def __call__(self, sender: str, message: Any) -> None:
-        self.items.append((sender, message))
-        self._arrived.set()  # wakes current waiters; later ones wait on a fresh event
-        self._arrived = anyio.Event()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, Any]]:
-        with anyio.fail_after(timeout):
-            while len(self.items) < count:
-                await self._arrived.wait()
-        return self.items
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll ``condition`` (sync or async) until it is true; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def raw_daemon(p2pd_path: str) -> AsyncIterator[tuple[DaemonProcess, DaemonControl]]:
-    """A bare p2pd with no stream handlers at all."""
-    runtime = RuntimeDir()
-    sock = runtime.file("p2pd.sock")
-    spec = DaemonSpec(
-        binary=Path(p2pd_path), control_socket=sock, listen=(LOOPBACK,), enable_dht=False
-    )
-    control = DaemonControl(f"/unix{sock}", request_timeout=5.0)
-    proc = DaemonProcess(spec)
-    try:
-        async with anyio.create_task_group() as tg:
-            try:
-                await proc.start(tg, ready_check=control.identify, timeout=10.0)
-                yield proc, control
-            finally:
-                await proc.stop(grace=2.0)
-    finally:
-        runtime.close()
 
 
 # ---------------------------------------------------------------------- messaging
@@ -332,7 +260,7 @@ async def test_send_to_unknown_peer_is_unreachable_quickly(p2pd_path: str, tmp_p
 
 async def test_send_to_peer_without_handler_is_protocol_not_supported(p2pd_path: str) -> None:
     with anyio.fail_after(TEST_DEADLINE):
-        async with raw_daemon(p2pd_path) as (_, raw), make_node(p2pd_path) as node:
+        async with raw_daemon(p2pd_path) as (_, raw, _), make_node(p2pd_path) as node:
             raw_id, raw_addrs = await raw.identify()
             await node.connect_to_peer(f"{raw_addrs[0]}/p2p/{raw_id}")
             with pytest.raises(ProtocolNotSupportedError) as info:

@@ -25,17 +25,15 @@ from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node import DiscoveryManager
 from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
 from fabstir_sidecar.p2pd.stream import DaemonStream
 from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.protocols.rpc import RpcLimits
 from fabstir_sidecar.wire.framing import FrameDecoder, encode_frame, encode_json_frame
+from tests.integration.helpers import make_node, raw_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 MODEL = "m1"
-LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 READ_TIMEOUT = 1.0  # the victim's connection_timeout: its read deadline
 TEST_DEADLINE = 30.0
 TWO_MIB = 2 * 1024 * 1024
@@ -98,18 +96,6 @@ async def collect_answer(stream: DaemonStream, into: list[Answer]) -> None:
     into.append(await read_answer(stream))
 
 
-def make_node(p2pd_path: str, **options: Any) -> DiscoveryManager:
-    values: dict[str, Any] = {
-        "p2pd_path": p2pd_path,
-        "enable_dht": False,
-        "enable_mdns": False,
-        "bootstrap": [],
-        "connection_timeout": 5.0,
-    }
-    values.update(options)
-    return DiscoveryManager(**values)
-
-
 @dataclass
 class Arena:
     victim: DiscoveryManager
@@ -127,32 +113,11 @@ class Arena:
 
 
 @contextlib.asynccontextmanager
-async def raw_daemon(p2pd_path: str) -> AsyncIterator[DaemonControl]:
-    """A bare p2pd with no handlers: the attacker's side."""
-    runtime = RuntimeDir()
-    sock = runtime.file("p2pd.sock")
-    spec = DaemonSpec(
-        binary=Path(p2pd_path), control_socket=sock, listen=(LOOPBACK,), enable_dht=False
-    )
-    control = DaemonControl(f"/unix{sock}", request_timeout=5.0)
-    proc = DaemonProcess(spec)
-    try:
-        async with anyio.create_task_group() as tg:
-            try:
-                await proc.start(tg, ready_check=control.identify, timeout=10.0)
-                yield control
-            finally:
-                await proc.stop(grace=2.0)
-    finally:
-        runtime.close()
-
-
-@contextlib.asynccontextmanager
 async def arena(p2pd_path: str, *, backend: EchoBackend | None = None) -> AsyncIterator[Arena]:
     async with (
         make_node(p2pd_path, connection_timeout=READ_TIMEOUT) as victim,
         make_node(p2pd_path) as honest_node,
-        raw_daemon(p2pd_path) as attacker,
+        raw_daemon(p2pd_path) as (_, attacker, _),
     ):
         host = HostService(
             victim, HostConfig(models=(MODEL,), max_jobs=8), backend or EchoBackend()
