@@ -1,5 +1,6 @@
-"""What every benchmark case shares: the run context, node factories, the host process,
-interleaved measurement (ours and its reference alternate, so noise hits both alike)."""
+"""What every benchmark case shares: the run context, node factories, the host process, a
+bare p2pd, interleaved measurement (ours and its reference alternate, so noise hits both
+alike)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+
 from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.p2pd.control import DaemonControl
+from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec, DhtMode
+from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
 
 from .procs import LineProcess, progress
 from .stats import Row
 
 T = TypeVar("T")
+
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 
 Batch = Callable[[int], Awaitable[list[float]]]
 
@@ -56,7 +64,7 @@ class Ctx:
             "enable_dht": False,
             "bootstrap": (),
             "connection_timeout": 10.0,
-            "listen": ("/ip4/127.0.0.1/tcp/0",),
+            "listen": (LOOPBACK,),
         }
         values.update(options)
         return values
@@ -178,6 +186,45 @@ async def host_process(
             if spy.poll() is None:
                 spy.terminate()
                 spy.wait()
+
+
+@dataclass
+class RawP2pd:
+    """A bare p2pd (no handlers) and its spawn-to-ready time."""
+
+    proc: DaemonProcess
+    ready_ms: float  # spawn until the first IDENTIFY is answered, as DaemonProcess does it
+
+
+@contextlib.asynccontextmanager
+async def raw_p2pd(
+    ctx: Ctx, *, enable_dht: bool = False, dht_mode: DhtMode = "auto"
+) -> AsyncIterator[RawP2pd]:
+    """A bare p2pd on loopback, its pid tracked in ``ctx``; stopped on exit."""
+    runtime = RuntimeDir()
+    try:
+        sock = runtime.file("p2pd.sock")
+        spec = DaemonSpec(
+            binary=ctx.p2pd,
+            control_socket=sock,
+            listen=(LOOPBACK,),
+            enable_dht=enable_dht,
+            dht_mode=dht_mode,
+        )
+        proc = DaemonProcess(spec)
+        probe = DaemonControl(f"/unix{sock}", request_timeout=2.0)
+        async with anyio.create_task_group() as tg:
+            t0 = time.perf_counter()
+            try:
+                await proc.start(tg, ready_check=probe.identify, timeout=10)
+                ready_ms = (time.perf_counter() - t0) * 1000
+                if proc.pid:
+                    ctx.daemon_pids.add(proc.pid)
+                yield RawP2pd(proc, ready_ms)
+            finally:
+                await proc.stop(grace=3)
+    finally:
+        runtime.close()
 
 
 async def timed_batch(op: Callable[[], Awaitable[object]], n: int) -> list[float]:

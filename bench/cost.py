@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import anyio
 
 from fabstir_sidecar.node import DiscoveryManager
-from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
 
 from . import refs
-from .common import Batch, Ctx, host_process, interleaved
+from .common import Batch, Ctx, host_process, interleaved, raw_p2pd
 from .procs import fd_count, progress, rss_kib
 from .stats import Figure, Row, Target
 
@@ -34,50 +32,27 @@ async def run(ctx: Ctx) -> None:
 async def _startup(ctx: Ctx) -> None:
     rounds = ctx.pick(2, 10)
 
-    async def ours(_: int) -> list[float]:
-        node = ctx.node()
-        t0 = time.perf_counter()
-        await node.create_node()
-        elapsed = (time.perf_counter() - t0) * 1000
-        ctx.track(node)
-        await node.stop()
-        return [elapsed]
+    def cold_start(**options: Any) -> Batch:
+        async def start(_: int) -> list[float]:
+            node = ctx.node(**options)
+            t0 = time.perf_counter()
+            await node.create_node()
+            elapsed = (time.perf_counter() - t0) * 1000
+            ctx.track(node)
+            await node.stop()
+            return [elapsed]
 
-    async def ours_dht(_: int) -> list[float]:
-        node = ctx.node(enable_dht=True, dht_mode="server")
-        t0 = time.perf_counter()
-        await node.create_node()
-        elapsed = (time.perf_counter() - t0) * 1000
-        ctx.track(node)
-        await node.stop()
-        return [elapsed]
+        return start
 
     async def raw(_: int) -> list[float]:
-        runtime = RuntimeDir()
-        try:
-            sock = runtime.file("p2pd.sock")
-            spec = DaemonSpec(
-                binary=ctx.p2pd,
-                control_socket=sock,
-                listen=("/ip4/127.0.0.1/tcp/0",),
-                enable_dht=False,
-            )
-            proc = DaemonProcess(spec)
-            probe = DaemonControl(f"/unix{sock}", request_timeout=2.0)
-            async with anyio.create_task_group() as tg:
-                t0 = time.perf_counter()
-                try:
-                    await proc.start(tg, ready_check=probe.identify, timeout=10)
-                    elapsed = (time.perf_counter() - t0) * 1000
-                    if proc.pid:
-                        ctx.daemon_pids.add(proc.pid)
-                finally:
-                    await proc.stop(grace=3)
-            return [elapsed]
-        finally:
-            runtime.close()
+        async with raw_p2pd(ctx) as daemon:
+            return [daemon.ready_ms]
 
-    batches: dict[str, Batch] = {"ours": ours, "ours_dht": ours_dht, "raw": raw}
+    batches: dict[str, Batch] = {
+        "ours": cold_start(),
+        "ours_dht": cold_start(enable_dht=True, dht_mode="server"),
+        "raw": raw,
+    }
     progress(f"cost: {rounds} cold starts per method")
     samples = await interleaved(batches, rounds=rounds, per_round=1, warmup=1)
     fig = {k: Figure.of(v, "ms") for k, v in samples.items()}
@@ -158,28 +133,11 @@ async def _memory(ctx: Ctx) -> None:
 
 
 async def _raw_daemon_rss(ctx: Ctx) -> float:
-    runtime = RuntimeDir()
-    try:
-        sock = runtime.file("p2pd.sock")
-        spec = DaemonSpec(
-            binary=ctx.p2pd,
-            control_socket=sock,
-            listen=("/ip4/127.0.0.1/tcp/0",),
-            enable_dht=False,
-        )
-        proc = DaemonProcess(spec)
-        probe = DaemonControl(f"/unix{sock}", request_timeout=2.0)
-        async with anyio.create_task_group() as tg:
-            try:
-                await proc.start(tg, ready_check=probe.identify, timeout=10)
-                assert proc.pid is not None
-                ctx.daemon_pids.add(proc.pid)
-                await anyio.sleep(1.0)
-                return (rss_kib(proc.pid) or 0) / MIB
-            finally:
-                await proc.stop(grace=3)
-    finally:
-        runtime.close()
+    async with raw_p2pd(ctx) as daemon:
+        pid = daemon.proc.pid
+        assert pid is not None
+        await anyio.sleep(1.0)
+        return (rss_kib(pid) or 0) / MIB
 
 
 # --------------------------------------------------------------------- fds

@@ -21,14 +21,11 @@ from p2pclient import Client
 from fabstir_sidecar.discovery.matching import HostCriteria
 from fabstir_sidecar.discovery.service import FinderSettings
 from fabstir_sidecar.node import DiscoveryManager
-from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
 from fabstir_sidecar.protocols.status import request_status
 from fabstir_sidecar.wire.keys import model_cid
 
 from . import refs
-from .common import Ctx, HostProc, host_process
+from .common import Ctx, HostProc, host_process, raw_p2pd
 from .hostproc import MODEL
 from .procs import progress
 from .stats import Figure, Row, Target
@@ -39,30 +36,8 @@ CRITERIA = HostCriteria(required_models=(MODEL,))
 
 async def raw_spawn_ms(ctx: Ctx) -> float:
     """p2pd spawn to ready (first IDENTIFY answered), as DaemonProcess does it."""
-    runtime = RuntimeDir()
-    try:
-        sock = runtime.file("p2pd.sock")
-        spec = DaemonSpec(
-            binary=ctx.p2pd,
-            control_socket=sock,
-            listen=("/ip4/127.0.0.1/tcp/0",),
-            enable_dht=True,
-            dht_mode="server",
-        )
-        proc = DaemonProcess(spec)
-        probe = DaemonControl(f"/unix{sock}", request_timeout=2.0)
-        async with anyio.create_task_group() as tg:
-            t0 = time.perf_counter()
-            try:
-                await proc.start(tg, ready_check=probe.identify, timeout=10)
-                elapsed = (time.perf_counter() - t0) * 1000
-                if proc.pid:
-                    ctx.daemon_pids.add(proc.pid)
-            finally:
-                await proc.stop(grace=3)
-        return elapsed
-    finally:
-        runtime.close()
+    async with raw_p2pd(ctx, enable_dht=True, dht_mode="server") as daemon:
+        return daemon.ready_ms
 
 
 async def run(ctx: Ctx) -> None:

@@ -33,26 +33,15 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         lat_ax.axhline(50, color="tab:red", lw=0.8, ls=":", label="target p99 (50 ms)")
         lat_ax.set_xscale("log")
         lat_ax.set_yscale("log")
-        lat_ax.set_xlabel("concurrent requesters")
-        lat_ax.set_ylabel("latency (ms)")
-        lat_ax.set_title("Job latency vs concurrency (one host)")
-        lat_ax.legend(fontsize=8)
-        lat_ax.grid(True, which="both", alpha=0.3)
+        _label(
+            lat_ax, "concurrent requesters", "latency (ms)", "Job latency vs concurrency (one host)"
+        )
         tput_ax.plot(c, load["ours_jobs_per_s"], "o-", color="tab:blue", label="fabstir echo jobs")
         tput_ax.plot(c, load["raw_jobs_per_s"], "s-", color="tab:gray", label="raw daemon echo")
         tput_ax.axhline(1000, color="tab:red", lw=0.8, ls=":", label="target (1,000/s)")
         tput_ax.set_xscale("log")
-        tput_ax.set_xlabel("concurrent requesters")
-        tput_ax.set_ylabel("requests / s")
-        tput_ax.set_title("Throughput vs concurrency")
-        tput_ax.legend(fontsize=8)
-        tput_ax.grid(True, which="both", alpha=0.3)
-        fig.suptitle(where, fontsize=8)
-        fig.tight_layout()
-        path = out_dir / "bench_latency.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        _label(tput_ax, "concurrent requesters", "requests / s", "Throughput vs concurrency")
+        written.append(_save(plt, fig, where, out_dir / "bench_latency.png"))
 
     disc = series.get("discovery")
     if disc and disc.get("hosts"):
@@ -64,23 +53,28 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         t_ax.axhline(100, color="tab:red", lw=0.8, ls=":", label="warm target (100 ms)")
         t_ax.axhline(1000, color="tab:purple", lw=0.8, ls=":", label="cold target (1 s)")
         t_ax.set_yscale("log")
-        t_ax.set_xlabel("hosts in the network")
-        t_ax.set_ylabel("ms")
-        t_ax.set_title("find_host time vs network size")
-        t_ax.legend(fontsize=8)
-        t_ax.grid(True, which="both", alpha=0.3)
+        _label(t_ax, "hosts in the network", "ms", "find_host time vs network size")
         q_ax.plot(n, disc["status_queries"], "o-", label="status queries per lookup")
         q_ax.plot(n, disc["candidates"], "s-", label="candidates per lookup")
         q_ax.plot(n, n, ":", color="gray", label="network size")
-        q_ax.set_xlabel("hosts in the network")
-        q_ax.set_ylabel("count")
-        q_ax.set_title("Work per lookup vs network size")
-        q_ax.legend(fontsize=8)
-        q_ax.grid(True, alpha=0.3)
-        fig.suptitle(where, fontsize=8)
-        fig.tight_layout()
-        path = out_dir / "bench_discovery.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        _label(q_ax, "hosts in the network", "count", "Work per lookup vs network size", "major")
+        written.append(_save(plt, fig, where, out_dir / "bench_discovery.png"))
     return written
+
+
+def _label(ax: Any, xlabel: str, ylabel: str, title: str, grid: str = "both") -> None:
+    """Axis labels, title, legend and a light grid (``grid``: which ticks get lines)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(True, which=grid, alpha=0.3)
+
+
+def _save(plt: Any, fig: Any, where: str, path: Path) -> Path:
+    """Title the figure with the machine line, write it to ``path`` and close it."""
+    fig.suptitle(where, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

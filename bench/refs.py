@@ -196,6 +196,13 @@ class RawDaemonClient:
         _, sock = await self.client.stream_open(ID.from_base58(peer_id), [protocol])
         return sock
 
+    async def open_reader(
+        self, peer_id: str, protocol: str
+    ) -> tuple[anyio.abc.SocketStream, FrameReader]:
+        """``open``, with a FrameReader on the stream (as ``open_tcp`` returns)."""
+        sock = await self.open(peer_id, protocol)
+        return sock, FrameReader(sock)
+
     async def echo_once(self, peer_id: str, payload: bytes) -> None:
         """Open a stream, send one frame, read the echo, close: one request, raw."""
         sock = await self.open(peer_id, ECHO)

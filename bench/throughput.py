@@ -6,6 +6,9 @@ from __future__ import annotations
 import struct
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+
+import anyio.abc
 
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
 from fabstir_sidecar.protocols.rpc import write_frame
@@ -20,6 +23,9 @@ from .procs import progress
 from .stats import Figure, Row, Target
 
 MIB = 1 << 20
+
+# Opens a reference connection: the raw daemon stream or plain TCP, with its reader.
+Connect = Callable[[], Awaitable[tuple[anyio.abc.SocketStream, refs.FrameReader]]]
 
 
 async def run(ctx: Ctx) -> None:
@@ -66,33 +72,31 @@ async def run(ctx: Ctx) -> None:
             finally:
                 await stream.aclose()
 
-        async def raw_bulk(_: int) -> list[float]:
-            sock = await raw.open(peer, refs.SINK)
-            try:
-                t0 = time.perf_counter()
-                await sock.send(struct.pack(">Q", frames * len(raw_frame)))
-                for _ in range(frames):
-                    await sock.send(raw_frame)
-                await refs.FrameReader(sock).read_exactly(1)
-                return [frames / (time.perf_counter() - t0)]
-            finally:
-                await sock.aclose()
+        def bulk_via(connect: Connect) -> Batch:
+            """The reference sink: raw 1 MiB frames, then the 1-byte ack."""
 
-        async def tcp_bulk(_: int) -> list[float]:
-            sock, reader = await refs.open_tcp(port, b"S")
-            try:
-                t0 = time.perf_counter()
-                await sock.send(struct.pack(">Q", frames * len(raw_frame)))
-                for _ in range(frames):
-                    await sock.send(raw_frame)
-                await reader.read_exactly(1)
-                return [frames / (time.perf_counter() - t0)]
-            finally:
-                await sock.aclose()
+            async def batch(_: int) -> list[float]:
+                sock, reader = await connect()
+                try:
+                    t0 = time.perf_counter()
+                    await sock.send(struct.pack(">Q", frames * len(raw_frame)))
+                    for _ in range(frames):
+                        await sock.send(raw_frame)
+                    await reader.read_exactly(1)
+                    return [frames / (time.perf_counter() - t0)]
+                finally:
+                    await sock.aclose()
+
+            return batch
 
         progress(f"throughput: {rounds} rounds x {frames} MiB per method")
         bulk = await interleaved(
-            {"ours": ours_frames, "ours_json": ours_json, "raw": raw_bulk, "tcp": tcp_bulk},
+            {
+                "ours": ours_frames,
+                "ours_json": ours_json,
+                "raw": bulk_via(lambda: raw.open_reader(peer, refs.SINK)),
+                "tcp": bulk_via(lambda: refs.open_tcp(port, b"S")),
+            },
             rounds=rounds,
             per_round=1,
             warmup=1,
@@ -117,30 +121,25 @@ async def run(ctx: Ctx) -> None:
                 raise RuntimeError(f"streamed job: {got} tokens, expected {count}")
             return [got / elapsed]
 
-        async def raw_tokens(_: int) -> list[float]:
-            sock = await raw.open(peer, refs.TOKENS)
-            try:
-                t0 = time.perf_counter()
-                await sock.send(struct.pack(">II", count, token_size))
-                await refs.FrameReader(sock).count_frames(count)
-                return [count / (time.perf_counter() - t0)]
-            finally:
-                await sock.aclose()
+        def tokens_via(connect: Connect) -> Batch:
+            """The reference token stream: ``count`` frames of the job_token size."""
 
-        async def tcp_tokens(_: int) -> list[float]:
-            sock, reader = await refs.open_tcp(port, b"T")
-            try:
-                t0 = time.perf_counter()
-                await sock.send(struct.pack(">II", count, token_size))
-                await reader.count_frames(count)
-                return [count / (time.perf_counter() - t0)]
-            finally:
-                await sock.aclose()
+            async def batch(_: int) -> list[float]:
+                sock, reader = await connect()
+                try:
+                    t0 = time.perf_counter()
+                    await sock.send(struct.pack(">II", count, token_size))
+                    await reader.count_frames(count)
+                    return [count / (time.perf_counter() - t0)]
+                finally:
+                    await sock.aclose()
+
+            return batch
 
         token_batches: dict[str, Batch] = {
             "ours": ours_tokens,
-            "raw": raw_tokens,
-            "tcp": tcp_tokens,
+            "raw": tokens_via(lambda: raw.open_reader(peer, refs.TOKENS)),
+            "tcp": tokens_via(lambda: refs.open_tcp(port, b"T")),
         }
         progress(f"throughput: {token_rounds} streamed jobs of {count} tokens per method")
         toks = await interleaved(token_batches, rounds=token_rounds, per_round=1, warmup=1)
