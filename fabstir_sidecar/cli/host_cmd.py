@@ -20,6 +20,7 @@ from ..host.service import HostConfig, HostService
 from ..node import DiscoveryManager
 from ..protocols.job import JobEvent
 from .common import (
+    AnnounceOpt,
     BootstrapOpt,
     DhtModeOpt,
     DhtOpt,
@@ -55,6 +56,7 @@ def host(
         str, typer.Option("--backend", help="'echo' or an OpenAI-compatible base URL.")
     ] = "echo",
     listen: ListenOpt = None,
+    announce: AnnounceOpt = None,
     bootstrap: BootstrapOpt = None,
     identity: IdentityOpt = None,
     json_out: JsonOpt = False,
@@ -70,6 +72,7 @@ def host(
             listen=listen,
             bootstrap=bootstrap,
             identity=identity,
+            announce=tuple(announce) if announce else None,
             p2pd=p2pd,
             dht=dht,
             dht_mode=dht_mode,

@@ -158,3 +158,33 @@ def test_status_of_an_unreachable_host_fails_with_one_error_line(p2pd_path: str)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
     assert time.monotonic() - started < CALL_TIMEOUT
+
+
+def test_host_announces_the_given_addresses(p2pd_path: str) -> None:
+    """``host --announce``: the ready line and the status record carry the announced
+    addresses (e.g. a container's public address), not the listen address."""
+    port = free_port()
+    announced = f"/ip4/127.0.0.1/tcp/{port}"
+    running = HostProcess.launch(
+        cli_env(p2pd_path),
+        *HOST_ARGS,
+        "--listen",
+        f"/ip4/0.0.0.0/tcp/{port}",
+        "--announce",
+        announced,
+        "--json",
+        "--no-dht",
+    )
+    try:
+        ready = json.loads(running.stdout.wait_for(lambda line: bool(line.strip()), START_TIMEOUT))
+        peer_id = ready["peer_id"]
+        assert ready["addrs"] == [f"{announced}/p2p/{peer_id}"]
+        status = run_cli(p2pd_path, "status", ready["addrs"][0], "--json")
+        assert status.returncode == 0, status.stderr
+        record = json.loads(status.stdout.strip().splitlines()[-1])
+        assert record["addrs"] == [f"{announced}/p2p/{peer_id}"]
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait(10)
+        running.stderr.drain()
