@@ -74,9 +74,10 @@ def job_handler(host: JobHost) -> RequestHandler:
         try:
             if request.stream:
                 # ``async with``: a requester that goes away mid-stream releases the backend.
-                async with host.backend.stream(request) as tokens:
+                # Tokens go out in batches (at most BATCH_DELAY late), all before the result.
+                async with host.backend.stream(request) as tokens, exchange.batched() as out:
                     async for text in tokens:
-                        await exchange.send(JobToken(job_id=job_id, text=text).to_json())
+                        await out.send(JobToken(job_id=job_id, text=text).to_json())
                     completion = tokens.completion
             else:
                 completion = await host.backend.complete(request)

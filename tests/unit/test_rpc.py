@@ -598,3 +598,62 @@ async def test_call_refuses_an_oversized_request_before_opening_a_stream() -> No
                     timeout=1.0,
                 )
             assert control.opened == []
+
+
+# ------------------------------------------------------------------ batched frames
+
+
+async def test_batched_frames_arrive_in_order_and_coalesced() -> None:
+    async with stream_pair() as (stream, remote):
+        exchange = Exchange(stream, {}, MAX_MESSAGE_SIZE)
+        with anyio.fail_after(DEADLINE):
+            async with exchange.batched(delay=0.5) as out:
+                for i in range(200):
+                    await out.send({"type": "job_token", "n": i})
+                # a 0.5 s delay and < 64 KiB: nothing written yet
+                with anyio.move_on_after(0.05):
+                    assert not await remote.receive()
+            await exchange.send({"type": "job_result"})  # after the block: after every token
+            await stream.aclose()
+            frames = frames_of(await read_all(remote))
+    assert [f.get("n") for f in frames[:-1]] == list(range(200))
+    assert frames[-1] == {"type": "job_result"}
+    assert exchange.sent == 201
+
+
+async def test_a_lone_batched_frame_is_written_within_the_delay() -> None:
+    """A slow producer's token is not held back until the next one comes."""
+    async with stream_pair() as (stream, remote):
+        exchange = Exchange(stream, {}, MAX_MESSAGE_SIZE)
+        with anyio.fail_after(DEADLINE):
+            async with exchange.batched(delay=0.02) as out:
+                t0 = anyio.current_time()
+                await out.send({"type": "job_token", "n": 1})
+                header = await remote.receive(4)  # while the producer is still "thinking"
+                waited = anyio.current_time() - t0
+                assert len(header) == 4 and waited < 0.5
+                await out.send({"type": "job_token", "n": 2})
+            await stream.aclose()
+            rest = await read_all(remote)
+    assert [f["n"] for f in frames_of(header + rest)] == [1, 2]
+
+
+async def test_a_failing_producer_still_flushes_its_frames_and_its_error_is_unwrapped() -> None:
+    async with stream_pair() as (stream, remote):
+        exchange = Exchange(stream, {}, MAX_MESSAGE_SIZE)
+        with anyio.fail_after(DEADLINE), pytest.raises(RuntimeError, match="backend died"):
+            async with exchange.batched(delay=5.0) as out:
+                await out.send({"type": "job_token", "n": 1})
+                raise RuntimeError("backend died")
+        await stream.aclose()
+        assert [f["n"] for f in frames_of(await read_all(remote))] == [1]
+
+
+async def test_batched_sends_report_a_requester_that_went_away() -> None:
+    async with stream_pair() as (stream, remote):
+        exchange = Exchange(stream, {}, MAX_MESSAGE_SIZE)
+        await remote.aclose()
+        with anyio.fail_after(DEADLINE), pytest.raises(StreamClosedError):
+            async with exchange.batched(delay=0.001, max_pending=1024) as out:
+                for i in range(10_000):
+                    await out.send({"type": "job_token", "n": i, "pad": "x" * 100})
