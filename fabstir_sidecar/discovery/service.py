@@ -69,6 +69,8 @@ class FinderSettings:
     max_queries: int = 32  # status queries per lookup
     status_timeout: float = 3.0  # per host: dial + status round trip, one deadline
     status_ttl: float = 5.0  # how long a status answer (or failure) is reused
+    candidates_ttl: float = 5.0  # how long a gathered candidate list (DHT, exchange) is reused
+    fresh_share: int = 8  # queries per lookup kept for candidates not in the peer cache
     not_a_host_ttl: float = 60.0  # peers that do not speak status are not asked again
     dht_timeout: float = 3.0
     dht_count: int = 20
@@ -116,7 +118,7 @@ class Discovery:
             self.settings.status_ttl, error_ttl=self.settings.status_ttl
         )
         self._gather: SingleFlight[dict[str, tuple[str, ...]]] = SingleFlight(
-            self.settings.status_ttl
+            self.settings.candidates_ttl
         )
         self._limiter = anyio.CapacityLimiter(self.settings.fanout)
         self._routing_table_ready: anyio.Event | None = None
@@ -457,23 +459,28 @@ class Discovery:
                 failed += 1
                 log.debug("candidate skipped", extra={"peer": peer_id, "error": str(exc)})
 
-        def ask_all(found: Iterable[tuple[str, tuple[str, ...]]]) -> None:
+        def ask_all(found: Iterable[tuple[str, tuple[str, ...]]], budget: int) -> None:
             # Known non-hosts do not use up the query budget.
             for peer_id, addrs in found:
-                if len(asked) > self.settings.max_queries:
+                if len(asked) > budget:
                     return
                 if peer_id not in asked and not self.not_a_host(peer_id):
                     asked.add(peer_id)
                     tg.start_soon(ask, peer_id, addrs)
 
+        budget = self.settings.max_queries
         async with anyio.create_task_group() as tg:
-            # Hosts we already know come first in the merge order anyway: ask them while the
-            # DHT and peer exchange are still looking (a warm lookup then costs max(gather,
-            # status), not their sum).
-            ask_all((p.peer_id, p.addrs) for p in self.known_hosts())
+            # Hosts we already know are asked while the DHT and peer exchange are still
+            # looking (a warm lookup costs max(gather, status), not their sum), but they
+            # leave ``fresh_share`` queries to candidates the cache does not hold, so a full
+            # peer cache never hides new hosts.
+            known = [(p.peer_id, p.addrs) for p in self.known_hosts()]
+            ask_all(known, budget - min(self.settings.fresh_share, budget))
             candidates = await self.gather_candidates(criteria.required_models)
             skipped = sum(1 for p in candidates if p not in asked and self.not_a_host(p))
-            ask_all(candidates.items())
+            cached = {peer_id for peer_id, _ in known}
+            ask_all(((p, a) for p, a in candidates.items() if p not in cached), budget)
+            ask_all(candidates.items(), budget)
         self.last_lookup.status_queries = self._status.calls - before
         self.last_lookup.failed = failed
         self.last_lookup.skipped = skipped

@@ -297,6 +297,44 @@ async def test_exchange_slots_go_to_connected_peers_first(net: Network) -> None:
     assert dead not in net.exchange_asked
 
 
+# ----------------------------------------------------------- the query budget
+
+
+async def test_a_full_peer_cache_leaves_queries_for_new_hosts(net: Network) -> None:
+    """With more cached hosts than ``max_queries``, hosts only the exchange (or DHT) knows
+    still get ``fresh_share`` of the queries: a big cache never hides new hosts."""
+    cached = [fake_peer_id() for _ in range(40)]
+    new = [fake_peer_id() for _ in range(3)]
+    helper = fake_peer_id()
+    for peer in cached + new:
+        net.hosts[peer] = host(peer)
+    net.exchange_answer = [PeerInfo(peer_id=p, addrs=(), models=("m",)) for p in new]
+    async with discovery(max_queries=16, fresh_share=4) as (found, node):
+        node.control.connected = [helper]
+        net.non_hosts.add(helper)
+        for peer in cached:
+            found.peer_cache.remember(peer, (f"/ip4/10.0.0.1/tcp/1/p2p/{peer}",))
+        ranked = await found.find_hosts()
+        asked = {p for p, _ in net.status_asked}
+    assert set(new) <= asked  # every new host was asked
+    assert len(asked) == 16  # and the budget held
+    assert {r.host.peer_id for r in ranked} >= set(new)
+
+
+async def test_candidate_lists_are_reused_for_candidates_ttl(net: Network) -> None:
+    peer = fake_peer_id()
+    net.hosts[peer] = host(peer)
+    net.exchange_answer = [PeerInfo(peer_id=peer, addrs=(), models=("m",))]
+    helper = fake_peer_id()
+    net.non_hosts.add(helper)
+    async with discovery(status_ttl=0.0, candidates_ttl=60.0) as (found, node):
+        node.control.connected = [helper]
+        await found.find_hosts()
+        await found.find_hosts()
+    assert len(net.exchange_asked) == 1  # the list was gathered once
+    assert net.asked(peer) == 2  # its status was asked each time
+
+
 # ------------------------------------------------------------------------ mDNS
 
 
