@@ -101,6 +101,7 @@ def _stop_profiler(ctx: Ctx, name: str, profiler: object | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     logging.basicConfig(
         level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started": started_at,
         "quick": args.quick,
         "cases": names,
         "duration_s": round(time.perf_counter() - started, 1),
