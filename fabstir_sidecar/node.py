@@ -454,6 +454,11 @@ class DiscoveryManager:
         return self._require_control()
 
     @property
+    def daemon_pid(self) -> int | None:
+        """The pid of the p2pd this node spawned (None when attached or not running)."""
+        return self._daemon.pid if isinstance(self._daemon, SpawnedDaemon) else None
+
+    @property
     def restarts(self) -> int:
         """How many times the daemon was restarted (or came back, when attached)."""
         return self._daemon.restarts if self._daemon else 0
