@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import anyio
 
-from fabstir_sidecar.node import DiscoveryManager
-from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec, DhtMode
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.process import DaemonProcess, DaemonSpec, DhtMode
+from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
+from fabstir_sidecar.node.manager import DiscoveryManager
 
 from .procs import LineProcess, progress
 from .stats import Row

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.node.manager import DiscoveryManager
 
 from . import refs
 from .common import Batch, Ctx, host_process, interleaved, raw_p2pd

@@ -22,7 +22,7 @@ from p2pclient import Client
 
 from fabstir_sidecar.discovery.matching import HostCriteria
 from fabstir_sidecar.discovery.service import FinderSettings
-from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols.status import request_status
 from fabstir_sidecar.wire.keys import model_cid
 

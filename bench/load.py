@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
-from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.wire.framing import encode_json_frame
 from fabstir_sidecar.wire.messages import JobRequest
 

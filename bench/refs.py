@@ -2,7 +2,7 @@
 
 * raw daemon path: p2pclient 0.3.0's own ``Client(control_maddr=...).stream_open`` on the
   client side; on the server side a raw handler registered through
-  ``fabstir_sidecar.p2pd.control.HandlerServer`` (p2pclient's own handler registration does
+  ``fabstir_sidecar.daemon.control.HandlerServer`` (p2pclient's own handler registration does
   not work against hivemind's p2pd, see docs/architecture.md). No Fabstir protocol layer.
 * plain TCP: anyio TCP streams on loopback, the physical floor of an asyncio program.
 
@@ -21,9 +21,9 @@ from multiaddr import Multiaddr
 from p2pclient import Client
 from p2pclient.libp2p_stubs.peer.id import ID
 
-from fabstir_sidecar.errors import StreamClosedError
-from fabstir_sidecar.p2pd.stream import DaemonStream
-from fabstir_sidecar.protocols.rpc import read_frame
+from fabstir_sidecar.core.errors import StreamClosedError
+from fabstir_sidecar.daemon.stream import DaemonStream
+from fabstir_sidecar.rpc.frames import read_frame
 from fabstir_sidecar.wire.framing import HEADER_SIZE, parse_header
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import anyio
 
-from fabstir_sidecar.errors import DaemonNotFoundError
-from fabstir_sidecar.p2pd.binary import find_p2pd
+from fabstir_sidecar.core.errors import DaemonNotFoundError
+from fabstir_sidecar.daemon.binary import find_p2pd
 
 from . import cost, discovery, load, rtt, throughput
 from .common import Ctx

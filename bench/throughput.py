@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import anyio.abc
 
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
-from fabstir_sidecar.protocols.rpc import write_frame
+from fabstir_sidecar.rpc.frames import write_frame
 from fabstir_sidecar.wire.framing import encode_frame, encode_json_frame
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
 from fabstir_sidecar.wire.messages import JobToken

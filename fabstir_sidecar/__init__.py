@@ -3,12 +3,10 @@
 The public API is re-exported here; everything else is an implementation detail.
 """
 
-from ._version import __version__
-from .client import FabstirClient, JobStream, RetryPolicy
-from .config import ENV_VARS, NodeConfig
-from .discovery.matching import HostCriteria
-from .discovery.service import FinderSettings
-from .errors import (
+from fabstir_sidecar._version import __version__
+from fabstir_sidecar.backend import Backend, BackendError, Completion, TokenStream
+from fabstir_sidecar.client import FabstirClient, JobStream, RetryPolicy
+from fabstir_sidecar.core.errors import (
     ConfigError,
     ControlError,
     DaemonError,
@@ -35,13 +33,15 @@ from .errors import (
     RetryExhaustedError,
     StreamClosedError,
 )
-from .host.backends.base import Backend, BackendError, Completion, TokenStream
-from .host.backends.echo import EchoBackend
-from .host.backends.openai import OpenAIBackend
-from .host.service import HostConfig, HostService
-from .node import BootstrapResult, DiscoveryManager, NodeState
-from .protocols.status import HostStatus
-from .wire.messages import BadRequestError, Host, JobResult, PeerInfo
+from fabstir_sidecar.core.settings import ENV_VARS, NodeConfig
+from fabstir_sidecar.discovery.matching import HostCriteria
+from fabstir_sidecar.discovery.service import FinderSettings
+from fabstir_sidecar.host.backends.echo import EchoBackend
+from fabstir_sidecar.host.backends.openai import OpenAIBackend
+from fabstir_sidecar.host.service import HostConfig, HostService
+from fabstir_sidecar.node.manager import BootstrapResult, DiscoveryManager, NodeState
+from fabstir_sidecar.protocols.status import HostStatus
+from fabstir_sidecar.wire.messages import BadRequestError, Host, JobResult, PeerInfo
 
 __all__ = [
     "ENV_VARS",

@@ -1,5 +1,5 @@
 """``python -m fabstir_sidecar`` runs the CLI."""
 
-from .cli.app import main
+from fabstir_sidecar.cli.app import main
 
 main()

@@ -23,7 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from .errors import (
+from fabstir_sidecar.core.errors import (
     DaemonUnavailableError,
     FabstirError,
     FabstirTimeoutError,
@@ -31,12 +31,12 @@ from .errors import (
     RetryExhaustedError,
     StreamClosedError,
 )
-from .node import DiscoveryManager
-from .protocols.discovery import request_discovery
-from .protocols.inference import request_inference
-from .protocols.job import job_frames, run_job_once
-from .protocols.status import HostStatus, request_status
-from .wire.messages import (
+from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.protocols.discovery import request_discovery
+from fabstir_sidecar.protocols.inference import request_inference
+from fabstir_sidecar.protocols.job import job_frames, run_job_once
+from fabstir_sidecar.protocols.status import HostStatus, request_status
+from fabstir_sidecar.wire.messages import (
     InferenceRequest,
     InferenceResponse,
     JobRequest,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fabstir_sidecar.errors import DaemonNotFoundError
-from fabstir_sidecar.p2pd.binary import find_p2pd
-from fabstir_sidecar.p2pd.runtime_dir import PREFIX
+from fabstir_sidecar.core.errors import DaemonNotFoundError
+from fabstir_sidecar.daemon.binary import find_p2pd
+from fabstir_sidecar.daemon.runtime_dir import PREFIX
 
 # Nothing in the tests may reach beyond loopback: never the public IPFS bootstrap peers,
 # never a real interface for mDNS. Keep the environment from leaking settings in.

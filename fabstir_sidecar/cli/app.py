@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ..logs import LogFormat, setup_logging
-from . import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
+from fabstir_sidecar.cli import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
+from fabstir_sidecar.core.logs import LogFormat, setup_logging
 
 app = typer.Typer(
     name="fabstir-sidecar",

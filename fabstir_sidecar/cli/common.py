@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..config import NodeConfig
+from fabstir_sidecar.core.settings import NodeConfig
 
 # A bootstrap node is a DHT server every node dials: p2pd's connection manager must not trim
 # it down to a client's 10 connections (P2P_MAX_CONNECTIONS or --max-connections still win).

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ..errors import FabstirError
-from ..p2pd.binary import P2PD_SHA256, find_p2pd, install_p2pd
-from .output import fail
+from fabstir_sidecar.cli.output import fail
+from fabstir_sidecar.core.errors import FabstirError
+from fabstir_sidecar.daemon.binary import P2PD_SHA256, find_p2pd, install_p2pd
 
 app = typer.Typer(help="Obtain and locate the p2pd daemon binary.", no_args_is_help=True)
 

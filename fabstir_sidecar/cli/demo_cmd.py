@@ -15,14 +15,14 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from ..client import FabstirClient
-from ..config import NodeConfig
-from ..discovery.matching import HostCriteria
-from ..errors import FabstirError
-from ..host.backends.echo import EchoBackend
-from ..host.service import HostConfig, HostService
-from ..node import DiscoveryManager
-from .output import fail, say
+from fabstir_sidecar.cli.output import fail, say
+from fabstir_sidecar.client import FabstirClient
+from fabstir_sidecar.core.errors import FabstirError
+from fabstir_sidecar.core.settings import NodeConfig
+from fabstir_sidecar.discovery.matching import HostCriteria
+from fabstir_sidecar.host.backends.echo import EchoBackend
+from fabstir_sidecar.host.service import HostConfig, HostService
+from fabstir_sidecar.node.manager import DiscoveryManager
 
 # (models, reputation, location) of the demo hosts, cycled when --hosts is larger.
 HOST_PROFILES: list[tuple[tuple[str, ...], int, str]] = [

@@ -10,12 +10,7 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from ..config import NodeConfig
-from ..discovery.matching import HostCriteria, summarize
-from ..errors import FabstirError, FabstirTimeoutError, NoMatchingHostError
-from ..node import DiscoveryManager
-from ..p2pd.binary import find_p2pd
-from .common import (
+from fabstir_sidecar.cli.common import (
     BOOTSTRAP_MAX_CONNECTIONS,
     AnnounceOpt,
     BootstrapMaxConnOpt,
@@ -28,7 +23,18 @@ from .common import (
     node_config,
     unless_env,
 )
-from .output import emit_event, exit_code_for, fail, run_until_shutdown_signal, say
+from fabstir_sidecar.cli.output import (
+    emit_event,
+    exit_code_for,
+    fail,
+    run_until_shutdown_signal,
+    say,
+)
+from fabstir_sidecar.core.errors import FabstirError, FabstirTimeoutError, NoMatchingHostError
+from fabstir_sidecar.core.settings import NodeConfig
+from fabstir_sidecar.daemon.binary import find_p2pd
+from fabstir_sidecar.discovery.matching import HostCriteria, summarize
+from fabstir_sidecar.node.manager import DiscoveryManager
 
 EXIT_NO_MATCH = 3
 ROUTING_TABLE_WAIT = 5.0  # diagnose: seconds to wait for the DHT routing table to fill

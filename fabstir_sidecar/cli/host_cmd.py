@@ -10,16 +10,8 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from ..client import FabstirClient, RetryPolicy
-from ..config import NodeConfig
-from ..errors import FabstirError
-from ..host.backends.base import Backend
-from ..host.backends.echo import EchoBackend
-from ..host.backends.openai import OpenAIBackend
-from ..host.service import HostConfig, HostService
-from ..node import DiscoveryManager
-from ..protocols.job import JobEvent
-from .common import (
+from fabstir_sidecar.backend import Backend
+from fabstir_sidecar.cli.common import (
     AnnounceOpt,
     BootstrapOpt,
     DhtModeOpt,
@@ -32,7 +24,21 @@ from .common import (
     TimeoutMsOpt,
     node_config,
 )
-from .output import emit_event, exit_code_for, fail, run_until_shutdown_signal, say
+from fabstir_sidecar.cli.output import (
+    emit_event,
+    exit_code_for,
+    fail,
+    run_until_shutdown_signal,
+    say,
+)
+from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.core.errors import FabstirError
+from fabstir_sidecar.core.settings import NodeConfig
+from fabstir_sidecar.host.backends.echo import EchoBackend
+from fabstir_sidecar.host.backends.openai import OpenAIBackend
+from fabstir_sidecar.host.service import HostConfig, HostService
+from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.protocols.job import JobEvent
 
 
 def make_backend(spec: str) -> Backend:

@@ -10,12 +10,7 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from ..config import NodeConfig, parse_multiaddr
-from ..errors import ConfigError, FabstirError
-from ..node import DiscoveryManager
-from ..p2pd.control import DaemonControl
-from ..p2pd.identity import load_or_create_identity, peer_id_from_key_file
-from .common import (
+from fabstir_sidecar.cli.common import (
     AttachOpt,
     BootstrapOpt,
     DhtModeOpt,
@@ -28,7 +23,18 @@ from .common import (
     TimeoutMsOpt,
     node_config,
 )
-from .output import emit_event, exit_code_for, fail, run_until_shutdown_signal, say
+from fabstir_sidecar.cli.output import (
+    emit_event,
+    exit_code_for,
+    fail,
+    run_until_shutdown_signal,
+    say,
+)
+from fabstir_sidecar.core.errors import ConfigError, FabstirError
+from fabstir_sidecar.core.settings import NodeConfig, parse_multiaddr
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.identity import load_or_create_identity, peer_id_from_key_file
+from fabstir_sidecar.node.manager import DiscoveryManager
 
 
 def node(

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import anyio
 import typer
 
-from ..errors import ConfigError, FabstirError
+from fabstir_sidecar.core.errors import ConfigError, FabstirError
 
 
 def emit_event(event: str, **fields: Any) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
-from ..protocols.status import HostStatus
-from ..wire.messages import Host
+from fabstir_sidecar.core.errors import ConfigError
+from fabstir_sidecar.protocols.status import HostStatus
+from fabstir_sidecar.wire.messages import Host
 
 CRITERIA = ("required_models", "min_reputation", "max_latency", "min_uptime", "location")
 

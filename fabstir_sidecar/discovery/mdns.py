@@ -54,8 +54,8 @@ from zeroconf._dns import DNSPointer, DNSQuestion, DNSText
 from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 
-from fabstir_sidecar.config import parse_peer_id, split_peer_multiaddr
-from fabstir_sidecar.errors import ConfigError, FabstirError, InvalidMultiaddrError
+from fabstir_sidecar.core.errors import ConfigError, FabstirError, InvalidMultiaddrError
+from fabstir_sidecar.core.settings import parse_peer_id, split_peer_multiaddr
 
 try:  # anyio >= 4.7
     from anyio import wait_readable as _wait_readable
@@ -157,7 +157,7 @@ def build_txt(
     character-string (255 bytes) are skipped; at most ``max_addrs`` strings and
     ``max_bytes`` of TXT rdata are returned (the rest is dropped, logged at debug).
 
-    Raises :class:`~fabstir_sidecar.errors.InvalidMultiaddrError` for an address that does
+    Raises :class:`~fabstir_sidecar.core.errors.InvalidMultiaddrError` for an address that does
     not parse, lacks ``/p2p/<id>``, carries ``/p2p/<id>`` twice, or names another peer.
     """
     out: list[bytes] = []

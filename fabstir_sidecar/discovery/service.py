@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..errors import (
+from fabstir_sidecar.core.errors import (
     FabstirError,
     FabstirTimeoutError,
     MalformedMessageError,
@@ -38,18 +38,20 @@ from ..errors import (
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
-from ..protocols import ids
-from ..protocols.discovery import discovery_handler, request_discovery
-from ..protocols.rpc import Exchange, RpcLimits, serve_requests
-from ..protocols.status import HostStatus, request_status
-from ..wire.keys import ANY_HOST_KEY, model_cid
-from ..wire.messages import DiscoveryRequest, PeerInfo
-from .matching import HostCriteria, MatchReport, match_hosts
-from .peer_cache import PeerCache
-from .singleflight import SingleFlight
+from fabstir_sidecar.discovery.matching import HostCriteria, MatchReport, match_hosts
+from fabstir_sidecar.discovery.peer_cache import PeerCache
+from fabstir_sidecar.discovery.singleflight import SingleFlight
+from fabstir_sidecar.protocols import ids
+from fabstir_sidecar.protocols.discovery import discovery_handler, request_discovery
+from fabstir_sidecar.protocols.status import HostStatus, request_status
+from fabstir_sidecar.rpc.exchange import Exchange
+from fabstir_sidecar.rpc.limits import RpcLimits
+from fabstir_sidecar.rpc.server import serve_requests
+from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
+from fabstir_sidecar.wire.messages import DiscoveryRequest, PeerInfo
 
 if TYPE_CHECKING:
-    from ..node import DiscoveryManager
+    from fabstir_sidecar.node.manager import DiscoveryManager
 
 log = logging.getLogger(__name__)
 

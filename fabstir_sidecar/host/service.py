@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from .._version import __version__
-from ..errors import FabstirError
-from ..node import DiscoveryManager
-from ..protocols import ids
-from ..protocols.inference import inference_handler
-from ..protocols.job import JobEvent, job_handler
-from ..protocols.rpc import RpcLimits, serve_requests
-from ..protocols.status import status_handler
-from ..wire.keys import ANY_HOST_KEY, model_cid
-from ..wire.messages import Host, PeerInfo
-from .backends.base import Backend
+from fabstir_sidecar._version import __version__
+from fabstir_sidecar.backend import Backend
+from fabstir_sidecar.core.errors import FabstirError
+from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.protocols import ids
+from fabstir_sidecar.protocols.inference import inference_handler
+from fabstir_sidecar.protocols.job import JobEvent, job_handler
+from fabstir_sidecar.protocols.status import status_handler
+from fabstir_sidecar.rpc.limits import RpcLimits
+from fabstir_sidecar.rpc.server import serve_requests
+from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
+from fabstir_sidecar.wire.messages import Host, PeerInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class HostConfig:
     job_timeout: float = 300.0  # one deadline for a whole job: read, generate, write
 
     def __post_init__(self) -> None:
-        from ..errors import ConfigError
+        from fabstir_sidecar.core.errors import ConfigError
 
         if not self.models:
             raise ConfigError("models", self.models, "a host must serve at least one model")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..p2pd.control import DaemonControl
-from ..wire.messages import DiscoveryRequest, DiscoveryResponse, PeerInfo
-from . import ids
-from .rpc import Exchange, RequestHandler, call
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.protocols import ids
+from fabstir_sidecar.rpc.client import call
+from fabstir_sidecar.rpc.exchange import Exchange
+from fabstir_sidecar.rpc.server import RequestHandler
+from fabstir_sidecar.wire.messages import DiscoveryRequest, DiscoveryResponse, PeerInfo
 
 
 def rank_for_request(peers: Sequence[PeerInfo], request: DiscoveryRequest) -> list[PeerInfo]:

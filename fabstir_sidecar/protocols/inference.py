@@ -9,10 +9,15 @@ failure.
 
 from __future__ import annotations
 
-from ..errors import MalformedMessageError
-from ..host.backends.base import BackendError
-from ..p2pd.control import DaemonControl
-from ..wire.messages import (
+from fabstir_sidecar.backend import BackendError
+from fabstir_sidecar.core.errors import MalformedMessageError
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.protocols import ids
+from fabstir_sidecar.protocols.job import JobEvent, JobHost
+from fabstir_sidecar.rpc.client import call
+from fabstir_sidecar.rpc.exchange import Exchange
+from fabstir_sidecar.rpc.server import RequestHandler
+from fabstir_sidecar.wire.messages import (
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
     ErrorMessage,
@@ -20,9 +25,6 @@ from ..wire.messages import (
     InferenceResponse,
     JobRequest,
 )
-from . import ids
-from .job import JobEvent, JobHost
-from .rpc import Exchange, RequestHandler, call
 
 
 def inference_handler(host: JobHost) -> RequestHandler:

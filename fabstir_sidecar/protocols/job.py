@@ -11,10 +11,14 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..errors import JobRejectedError, MalformedMessageError, RemoteError
-from ..host.backends.base import Backend, BackendError
-from ..p2pd.control import DaemonControl
-from ..wire.messages import (
+from fabstir_sidecar.backend import Backend, BackendError
+from fabstir_sidecar.core.errors import JobRejectedError, MalformedMessageError, RemoteError
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.protocols import ids
+from fabstir_sidecar.rpc.client import open_request
+from fabstir_sidecar.rpc.exchange import Exchange
+from fabstir_sidecar.rpc.server import RequestHandler
+from fabstir_sidecar.wire.messages import (
     ERROR_INTERNAL,
     MAX_JOB_ID_LENGTH,
     ErrorMessage,
@@ -24,8 +28,6 @@ from ..wire.messages import (
     JobToken,
     parse_job_response,
 )
-from . import ids
-from .rpc import Exchange, RequestHandler, open_request
 
 log = logging.getLogger(__name__)
 

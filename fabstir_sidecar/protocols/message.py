@@ -15,15 +15,15 @@ from typing import Any
 
 import anyio
 
-from ..errors import (
+from fabstir_sidecar.core.errors import (
     FabstirTimeoutError,
     MessageTooLargeError,
     ProtocolError,
     StreamClosedError,
 )
-from ..p2pd.control import DaemonControl
-from ..p2pd.stream import DaemonStream
-from ..wire.json_codec import decode_json_value, encode_json
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.stream import DaemonStream
+from fabstir_sidecar.wire.json_codec import decode_json_value, encode_json
 
 log = logging.getLogger(__name__)
 

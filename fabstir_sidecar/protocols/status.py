@@ -6,11 +6,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..errors import MalformedMessageError
-from ..p2pd.control import DaemonControl
-from ..wire.messages import Host, Status, StatusRequest
-from . import ids
-from .rpc import Exchange, RequestHandler, call
+from fabstir_sidecar.core.errors import MalformedMessageError
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.protocols import ids
+from fabstir_sidecar.rpc.client import call
+from fabstir_sidecar.rpc.exchange import Exchange
+from fabstir_sidecar.rpc.server import RequestHandler
+from fabstir_sidecar.wire.messages import Host, Status, StatusRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fabstir_sidecar.errors import MessageTooLargeError
+from fabstir_sidecar.core.errors import MessageTooLargeError
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE, BytesLike, encode_json
 
 __all__ = [

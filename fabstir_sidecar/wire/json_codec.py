@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from fabstir_sidecar.errors import MalformedMessageError, MessageTooLargeError
+from fabstir_sidecar.core.errors import MalformedMessageError, MessageTooLargeError
 
 __all__ = [
     "MAX_MESSAGE_SIZE",

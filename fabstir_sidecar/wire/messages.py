@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Self, TypeAlias
 
-from fabstir_sidecar.errors import MalformedMessageError
+from fabstir_sidecar.core.errors import MalformedMessageError
 from fabstir_sidecar.wire.json_codec import json_type_name
 
 __all__ = [

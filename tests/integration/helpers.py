@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 import anyio
 
 from fabstir_sidecar import DiscoveryManager
-from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.process import DaemonProcess, DaemonSpec
-from fabstir_sidecar.p2pd.runtime_dir import RuntimeDir
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.process import DaemonProcess, DaemonSpec
+from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 

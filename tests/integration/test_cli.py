@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from fabstir_sidecar.p2pd.identity import generate_identity
+from fabstir_sidecar.daemon.identity import generate_identity
 from tests.integration import cli_helpers
 from tests.integration.cli_helpers import LOG_VARS, cli_path, spawn_cli
 from tests.integration.helpers import LOOPBACK, child_pids, free_port, pid_gone, raw_daemon

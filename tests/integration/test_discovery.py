@@ -26,14 +26,14 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
-from fabstir_sidecar.config import NodeConfig
+from fabstir_sidecar.core.errors import NoMatchingHostError
+from fabstir_sidecar.core.settings import NodeConfig
+from fabstir_sidecar.daemon.identity import load_or_create_identity
 from fabstir_sidecar.discovery.matching import CRITERIA, HostCriteria, rank_key
 from fabstir_sidecar.discovery.service import FinderSettings
-from fabstir_sidecar.errors import NoMatchingHostError
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
-from fabstir_sidecar.node import DiscoveryManager
-from fabstir_sidecar.p2pd.identity import load_or_create_identity
+from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fabstir_sidecar.p2pd.identity import generate_identity
+from fabstir_sidecar.daemon.identity import generate_identity
 from tests.integration import cli_helpers
 from tests.integration.cli_helpers import Running, spawn_cli
 from tests.integration.helpers import child_pids, free_port

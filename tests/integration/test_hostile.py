@@ -18,8 +18,8 @@ import anyio
 import pytest
 
 from fabstir_sidecar import DiscoveryManager, StreamClosedError
-from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.stream import DaemonStream
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.stream import DaemonStream
 from tests.integration.helpers import Inbox, make_node, raw_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

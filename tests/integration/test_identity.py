@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fabstir_sidecar.errors import DaemonNotFoundError
-from fabstir_sidecar.p2pd.binary import find_p2pd
-from fabstir_sidecar.p2pd.identity import generate_identity, peer_id_from_key_file
+from fabstir_sidecar.core.errors import DaemonNotFoundError
+from fabstir_sidecar.daemon.binary import find_p2pd
+from fabstir_sidecar.daemon.identity import generate_identity, peer_id_from_key_file
 
 pytestmark = pytest.mark.integration
 

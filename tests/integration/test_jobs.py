@@ -14,19 +14,19 @@ import anyio
 import pytest
 
 from fabstir_sidecar import __version__
+from fabstir_sidecar.backend import Backend, Completion
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
-from fabstir_sidecar.errors import (
+from fabstir_sidecar.core.errors import (
     JobRejectedError,
     MalformedMessageError,
     PeerUnreachableError,
     RemoteError,
     RetryExhaustedError,
 )
-from fabstir_sidecar.host.backends.base import Backend, Completion
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.backends.openai import OpenAIBackend
 from fabstir_sidecar.host.service import BUSY, HostConfig, HostService
-from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols.job import JobEvent
 from fabstir_sidecar.protocols.status import request_status
 from fabstir_sidecar.wire.messages import Host, JobRequest

@@ -23,8 +23,8 @@ from fabstir_sidecar import (
     NodeState,
     ProtocolNotSupportedError,
 )
-from fabstir_sidecar.p2pd.runtime_dir import PREFIX, RuntimeDir
-from fabstir_sidecar.p2pd.supervisor import SpawnedDaemon
+from fabstir_sidecar.daemon.runtime_dir import PREFIX, RuntimeDir
+from fabstir_sidecar.daemon.supervisor import SpawnedDaemon
 from tests.integration.helpers import (
     Inbox,
     child_pids,

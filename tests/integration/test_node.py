@@ -27,7 +27,7 @@ from fabstir_sidecar import (
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
-from fabstir_sidecar.p2pd.identity import generate_identity
+from fabstir_sidecar.daemon.identity import generate_identity
 from tests.integration.helpers import Inbox, eventually, make_node, raw_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -20,14 +20,14 @@ import anyio
 import pytest
 
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
-from fabstir_sidecar.errors import StreamClosedError
+from fabstir_sidecar.core.errors import StreamClosedError
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.stream import DaemonStream
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
-from fabstir_sidecar.node import DiscoveryManager
-from fabstir_sidecar.p2pd.control import DaemonControl
-from fabstir_sidecar.p2pd.stream import DaemonStream
+from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols import ids
-from fabstir_sidecar.protocols.rpc import RpcLimits
+from fabstir_sidecar.rpc.limits import RpcLimits
 from fabstir_sidecar.wire.framing import FrameDecoder, encode_frame, encode_json_frame
 from tests.integration.helpers import make_node, raw_daemon
 
@@ -257,7 +257,7 @@ def watch_log(logger: str, text: str) -> Iterator[anyio.Event]:
 async def test_truncated_frame_then_close_leaves_the_host_serving(p2pd_path: str) -> None:
     with (
         anyio.fail_after(TEST_DEADLINE),
-        watch_log("fabstir_sidecar.p2pd.control", "inbound stream closed early") as closed_early,
+        watch_log("fabstir_sidecar.daemon.control", "inbound stream closed early") as closed_early,
     ):
         async with arena(p2pd_path) as a:
             stream = await a.open()

@@ -31,9 +31,9 @@ from typing import Any
 
 import anyio
 
+from fabstir_sidecar.core.errors import FabstirError
 from fabstir_sidecar.discovery.mdns import MdnsService, mdns_interfaces
-from fabstir_sidecar.errors import FabstirError
-from fabstir_sidecar.node import DiscoveryManager
+from fabstir_sidecar.node.manager import DiscoveryManager
 
 
 def emit(event: str, **fields: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabstir_sidecar.errors import ConfigError
+from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.host.backends import (
     BackendError,
     Completion,

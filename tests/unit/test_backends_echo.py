@@ -7,7 +7,7 @@ import time
 import anyio
 import pytest
 
-from fabstir_sidecar.errors import ConfigError
+from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.host.backends import Backend, BackendError, Completion, EchoBackend
 from fabstir_sidecar.wire.messages import JobRequest
 

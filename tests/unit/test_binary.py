@@ -1,4 +1,4 @@
-"""Finding, installing and verifying p2pd (fabstir_sidecar.p2pd.binary)."""
+"""Finding, installing and verifying p2pd (fabstir_sidecar.daemon.binary)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from fabstir_sidecar.errors import (
+from fabstir_sidecar.core.errors import (
     INSTALL_HINT,
     DaemonError,
     DaemonIntegrityError,
     DaemonNotFoundError,
 )
-from fabstir_sidecar.p2pd import binary
-from fabstir_sidecar.p2pd.binary import (
+from fabstir_sidecar.daemon import binary
+from fabstir_sidecar.daemon.binary import (
     P2PD_SHA256,
     P2PD_WHEEL_MEMBER,
     cached_binary_path,

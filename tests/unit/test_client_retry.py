@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
-from fabstir_sidecar.errors import (
+from fabstir_sidecar.core.errors import (
     ConfigError,
     DaemonUnavailableError,
     FabstirError,

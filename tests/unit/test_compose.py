@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 
 from fabstir_sidecar import ENV_VARS, NodeConfig
 from fabstir_sidecar.cli.app import app
-from fabstir_sidecar.config import split_peer_multiaddr
-from fabstir_sidecar.p2pd.binary import P2PD_SHA256
-from fabstir_sidecar.p2pd.identity import generate_identity
+from fabstir_sidecar.core.settings import split_peer_multiaddr
+from fabstir_sidecar.daemon.binary import P2PD_SHA256
+from fabstir_sidecar.daemon.identity import generate_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

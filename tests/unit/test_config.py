@@ -1,4 +1,4 @@
-"""Unit tests for fabstir_sidecar.config (no network, no daemon)."""
+"""Unit tests for fabstir_sidecar.core.settings (no network, no daemon)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multiaddr import Multiaddr
 
-from fabstir_sidecar.config import (
+from fabstir_sidecar.core.errors import ConfigError, FabstirError, InvalidMultiaddrError
+from fabstir_sidecar.core.settings import (
     DEFAULT_LISTEN,
     ENV_VARS,
     NodeConfig,
@@ -21,7 +22,6 @@ from fabstir_sidecar.config import (
     parse_peer_id,
     split_peer_multiaddr,
 )
-from fabstir_sidecar.errors import ConfigError, FabstirError, InvalidMultiaddrError
 
 PEER_ED25519 = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 PEER_RSA = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"

@@ -6,14 +6,14 @@ import pytest
 from google.protobuf import unknown_fields
 from p2pclient.pb import p2pd_pb2
 
-from fabstir_sidecar.errors import (
+from fabstir_sidecar.core.errors import (
     ConfigError,
     ControlError,
     FabstirError,
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
-from fabstir_sidecar.p2pd.control import (
+from fabstir_sidecar.daemon.control import (
     _handler_request,
     classify_daemon_error,
     decode_varint,

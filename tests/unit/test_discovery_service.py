@@ -18,15 +18,15 @@ import anyio
 import anyio.abc
 import pytest
 
-from fabstir_sidecar.discovery import service as service_mod
-from fabstir_sidecar.discovery.matching import HostCriteria
-from fabstir_sidecar.discovery.service import Discovery, FinderSettings, exchange_order
-from fabstir_sidecar.errors import (
+from fabstir_sidecar.core.errors import (
     FabstirTimeoutError,
     MalformedMessageError,
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
+from fabstir_sidecar.discovery import service as service_mod
+from fabstir_sidecar.discovery.matching import HostCriteria
+from fabstir_sidecar.discovery.service import Discovery, FinderSettings, exchange_order
 from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.wire.messages import BadRequestError, Host, PeerInfo
 from tests.netns.dnswire import fake_peer_id

@@ -1,4 +1,4 @@
-"""Identity key files for p2pd's -id flag (fabstir_sidecar.p2pd.identity)."""
+"""Identity key files for p2pd's -id flag (fabstir_sidecar.daemon.identity)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from Crypto.PublicKey import ECC
 from p2pclient.libp2p_stubs.crypto.pb import crypto_pb2
 
-from fabstir_sidecar.errors import ConfigError
-from fabstir_sidecar.p2pd.identity import (
+from fabstir_sidecar.core.errors import ConfigError
+from fabstir_sidecar.daemon.identity import (
     generate_identity,
     load_or_create_identity,
     peer_id_from_key_file,

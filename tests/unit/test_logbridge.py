@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from fabstir_sidecar.p2pd.logbridge import LOGGER_PREFIX, DaemonLogLine, emit, parse_log_line
+from fabstir_sidecar.daemon.logbridge import LOGGER_PREFIX, DaemonLogLine, emit, parse_log_line
 
 TS = "2026-11-24T13:43:18.123Z"
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fabstir_sidecar.core.errors import ConfigError, NoMatchingHostError
 from fabstir_sidecar.discovery.matching import (
     CRITERIA,
     HostCriteria,
@@ -13,7 +14,6 @@ from fabstir_sidecar.discovery.matching import (
     rank_key,
     summarize,
 )
-from fabstir_sidecar.errors import ConfigError, NoMatchingHostError
 from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.wire.messages import Host
 

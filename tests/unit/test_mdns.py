@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
+from fabstir_sidecar.core.errors import ConfigError, InvalidMultiaddrError
 from fabstir_sidecar.discovery import mdns
 from fabstir_sidecar.discovery.mdns import (
     MAX_ADDRS_PER_PEER,
@@ -30,7 +31,6 @@ from fabstir_sidecar.discovery.mdns import (
     parse_dnsaddr_txt,
     random_peer_name,
 )
-from fabstir_sidecar.errors import ConfigError, InvalidMultiaddrError
 from tests.netns import dnswire
 
 ME = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fabstir_sidecar.p2pd.process import DaemonSpec, build_argv
+from fabstir_sidecar.daemon.process import DaemonSpec, build_argv
 
 BIN = Path("/opt/p2pd")
 SOCK = Path("/run/user/1000/fabstir-sidecar-1-abc/p2pd.sock")

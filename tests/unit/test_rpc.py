@@ -16,26 +16,23 @@ import anyio
 import anyio.abc
 import pytest
 
-from fabstir_sidecar.errors import (
+from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
+from fabstir_sidecar.core.errors import (
     FabstirTimeoutError,
     MalformedMessageError,
     MessageTooLargeError,
     RemoteError,
     StreamClosedError,
 )
-from fabstir_sidecar.host.backends.base import BackendError, Completion, StreamEnd, TokenStream
+from fabstir_sidecar.daemon.stream import DaemonStream
 from fabstir_sidecar.host.backends.echo import EchoBackend
-from fabstir_sidecar.p2pd.stream import DaemonStream
 from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.protocols.job import JobEvent, job_handler
-from fabstir_sidecar.protocols.rpc import (
-    Exchange,
-    RpcLimits,
-    call,
-    read_frame,
-    serve_requests,
-    write_frame,
-)
+from fabstir_sidecar.rpc.client import call
+from fabstir_sidecar.rpc.exchange import Exchange
+from fabstir_sidecar.rpc.frames import read_frame, write_frame
+from fabstir_sidecar.rpc.limits import RpcLimits
+from fabstir_sidecar.rpc.server import serve_requests
 from fabstir_sidecar.wire.framing import FrameDecoder, encode_frame, encode_json_frame
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
 from fabstir_sidecar.wire.messages import BadRequestError, JobRequest

@@ -8,7 +8,7 @@ import os
 import anyio
 import pytest
 
-from fabstir_sidecar.errors import StreamClosedError
+from fabstir_sidecar.core.errors import StreamClosedError
 
 from .test_rpc import stream_pair
 
@@ -47,8 +47,8 @@ async def test_a_stream_ending_mid_body_is_a_typed_error(size: int) -> None:
 
 
 async def test_buffered_frames_are_taken_without_waiting_and_partial_ones_left() -> None:
-    from fabstir_sidecar.errors import MessageTooLargeError
-    from fabstir_sidecar.protocols.rpc import read_buffered_frame, read_frame
+    from fabstir_sidecar.core.errors import MessageTooLargeError
+    from fabstir_sidecar.rpc.frames import read_buffered_frame, read_frame
     from fabstir_sidecar.wire.framing import encode_json_frame
 
     one, two = encode_json_frame({"n": 1}), encode_json_frame({"n": 2})

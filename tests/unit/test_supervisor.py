@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fabstir_sidecar.errors import DaemonError, DaemonUnavailableError, FabstirError
-from fabstir_sidecar.p2pd.supervisor import Availability, pin_listen_ports
+from fabstir_sidecar.core.errors import DaemonError, DaemonUnavailableError, FabstirError
+from fabstir_sidecar.daemon.supervisor import Availability, pin_listen_ports
 
 # ------------------------------------------------------------------ pin_listen_ports
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabstir_sidecar.errors import MalformedMessageError, MessageTooLargeError
+from fabstir_sidecar.core.errors import MalformedMessageError, MessageTooLargeError
 from fabstir_sidecar.wire.framing import (
     HEADER_SIZE,
     MAX_FRAME_LENGTH,

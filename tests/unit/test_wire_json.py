@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabstir_sidecar.errors import MalformedMessageError, MessageTooLargeError, ProtocolError
+from fabstir_sidecar.core.errors import MalformedMessageError, MessageTooLargeError, ProtocolError
 from fabstir_sidecar.wire.json_codec import (
     MAX_MESSAGE_SIZE,
     decode_json_object,

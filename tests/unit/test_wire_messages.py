@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabstir_sidecar.errors import MalformedMessageError, ProtocolError
+from fabstir_sidecar.core.errors import MalformedMessageError, ProtocolError
 from fabstir_sidecar.wire.json_codec import decode_json_object, encode_json
 from fabstir_sidecar.wire.messages import (
     DEFAULT_DISCOVERY_LIMIT,

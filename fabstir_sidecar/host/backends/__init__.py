@@ -4,9 +4,15 @@
 * :class:`OpenAIBackend` - any OpenAI-compatible HTTP server (llama.cpp, vLLM, Ollama...).
 """
 
-from .base import Backend, BackendError, Completion, StreamEnd, TokenStream
-from .echo import EchoBackend
-from .openai import OpenAIBackend
+from fabstir_sidecar.backend import (
+    Backend,
+    BackendError,
+    Completion,
+    StreamEnd,
+    TokenStream,
+)
+from fabstir_sidecar.host.backends.echo import EchoBackend
+from fabstir_sidecar.host.backends.openai import OpenAIBackend
 
 __all__ = [
     "Backend",

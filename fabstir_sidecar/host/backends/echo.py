@@ -15,10 +15,9 @@ from typing import Self
 import anyio
 import anyio.lowlevel
 
-from fabstir_sidecar.errors import ConfigError
+from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
+from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.wire.messages import JobRequest
-
-from .base import BackendError, Completion, StreamEnd, TokenStream
 
 __all__ = ["EchoBackend"]
 

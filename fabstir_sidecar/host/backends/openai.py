@@ -26,10 +26,9 @@ from typing import Any, Final, NoReturn, Self
 import anyio
 import httpx
 
-from fabstir_sidecar.errors import ConfigError
+from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
+from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.wire.messages import JobRequest
-
-from .base import BackendError, Completion, StreamEnd, TokenStream
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "OpenAIBackend"]
 

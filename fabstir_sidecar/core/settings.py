@@ -6,7 +6,7 @@ Precedence is code / CLI flag > environment variable > default::
 
 Every value is checked by :func:`_validate`, which runs both in :meth:`NodeConfig.load`
 and in ``NodeConfig.__post_init__``, so a directly constructed ``NodeConfig`` is checked
-too. Errors are :class:`~fabstir_sidecar.errors.ConfigError` (a ``ValueError``) naming
+too. Errors are :class:`~fabstir_sidecar.core.errors.ConfigError` (a ``ValueError``) naming
 the environment variable when the value came from the environment, else the option.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, get_args
 
 from multiaddr import Multiaddr
 
-from fabstir_sidecar.errors import ConfigError, InvalidMultiaddrError, InvalidPeerIdError
+from fabstir_sidecar.core.errors import ConfigError, InvalidMultiaddrError, InvalidPeerIdError
 
 __all__ = [
     "DEFAULT_LISTEN",

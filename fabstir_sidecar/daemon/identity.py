@@ -16,7 +16,7 @@ from pathlib import Path
 from Crypto.PublicKey import ECC
 from p2pclient.libp2p_stubs.crypto.pb import crypto_pb2
 
-from fabstir_sidecar.errors import ConfigError
+from fabstir_sidecar.core.errors import ConfigError
 
 _OPTION = "identity key file"
 _SEED_LEN = 32

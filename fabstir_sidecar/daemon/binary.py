@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from fabstir_sidecar.errors import DaemonError, DaemonIntegrityError, DaemonNotFoundError
+from fabstir_sidecar.core.errors import DaemonError, DaemonIntegrityError, DaemonNotFoundError
 
 #: hivemind release whose wheel carries the p2pd we pin (also the cache subdirectory).
 HIVEMIND_VERSION = "1.1.12"

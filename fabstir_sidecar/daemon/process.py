@@ -27,9 +27,9 @@ from typing import Literal
 import anyio
 import anyio.abc
 
-from ..errors import DaemonStartError, DaemonUnavailableError
-from . import logbridge
-from .runtime_dir import remove_socket
+from fabstir_sidecar.core.errors import DaemonStartError, DaemonUnavailableError
+from fabstir_sidecar.daemon import logbridge
+from fabstir_sidecar.daemon.runtime_dir import remove_socket
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
-from fabstir_sidecar.errors import FabstirError
+from fabstir_sidecar.core.errors import FabstirError
 from fabstir_sidecar.wire.messages import JobRequest
 
 __all__ = ["Backend", "BackendError", "Completion", "StreamEnd", "TokenStream"]

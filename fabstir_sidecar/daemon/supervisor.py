@@ -29,9 +29,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ..errors import DaemonStartError, DaemonUnavailableError, FabstirError
-from .control import DaemonControl
-from .process import DaemonProcess, DaemonSpec
+from fabstir_sidecar.core.errors import DaemonStartError, DaemonUnavailableError, FabstirError
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.process import DaemonProcess, DaemonSpec
 
 log = logging.getLogger(__name__)
 

@@ -27,25 +27,35 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .config import NodeConfig, split_peer_multiaddr
-from .discovery.matching import HostCriteria
-from .discovery.mdns import MdnsService, mdns_interfaces
-from .discovery.peer_cache import PeerCache
-from .discovery.service import Discovery, FinderSettings
-from .errors import (
+from fabstir_sidecar.core.errors import (
     FabstirError,
     NodeClosedError,
     NodeNotStartedError,
     NodeStateError,
 )
-from .p2pd.binary import find_p2pd
-from .p2pd.control import DaemonControl, HandlerServer, StreamHandler, peer_id_to_bytes
-from .p2pd.identity import load_or_create_identity
-from .p2pd.process import DaemonSpec
-from .p2pd.runtime_dir import RuntimeDir
-from .p2pd.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
-from .protocols.message import MessageHandler, MessageService, encode_message, send_message
-from .protocols.status import HostStatus
+from fabstir_sidecar.core.settings import NodeConfig, split_peer_multiaddr
+from fabstir_sidecar.daemon.binary import find_p2pd
+from fabstir_sidecar.daemon.control import (
+    DaemonControl,
+    HandlerServer,
+    StreamHandler,
+    peer_id_to_bytes,
+)
+from fabstir_sidecar.daemon.identity import load_or_create_identity
+from fabstir_sidecar.daemon.process import DaemonSpec
+from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
+from fabstir_sidecar.daemon.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
+from fabstir_sidecar.discovery.matching import HostCriteria
+from fabstir_sidecar.discovery.mdns import MdnsService, mdns_interfaces
+from fabstir_sidecar.discovery.peer_cache import PeerCache
+from fabstir_sidecar.discovery.service import Discovery, FinderSettings
+from fabstir_sidecar.protocols.message import (
+    MessageHandler,
+    MessageService,
+    encode_message,
+    send_message,
+)
+from fabstir_sidecar.protocols.status import HostStatus
 
 log = logging.getLogger(__name__)
 

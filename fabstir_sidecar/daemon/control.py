@@ -19,7 +19,7 @@ and the integration tests:
    we send a request in one write and parse responses from a buffer, which matters on the
    per-request hot path (one STREAM_OPEN per message).
 
-Daemon error strings are mapped into the ``fabstir_sidecar.errors`` tree by
+Daemon error strings are mapped into the ``fabstir_sidecar.core.errors`` tree by
 ``classify_daemon_error``; callers never see ``p2pclient`` or socket exceptions.
 """
 
@@ -38,7 +38,7 @@ from multiaddr import Multiaddr
 from p2pclient.libp2p_stubs.peer.id import ID
 from p2pclient.pb import p2pd_pb2 as pb
 
-from ..errors import (
+from fabstir_sidecar.core.errors import (
     ConfigError,
     ControlError,
     DaemonUnavailableError,
@@ -49,9 +49,9 @@ from ..errors import (
     ProtocolNotSupportedError,
     StreamClosedError,
 )
-from ..wire.keys import encode_uvarint
-from .runtime_dir import remove_socket
-from .stream import DaemonStream
+from fabstir_sidecar.daemon.runtime_dir import remove_socket
+from fabstir_sidecar.daemon.stream import DaemonStream
+from fabstir_sidecar.wire.keys import encode_uvarint
 
 log = logging.getLogger(__name__)
 

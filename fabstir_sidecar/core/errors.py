@@ -2,7 +2,7 @@
 
 Every error a user can see derives from :class:`FabstirError`. Failures of the
 daemon, of p2pclient or of anyio are translated into this tree at the boundary
-where they happen (``p2pd/control.py``, ``p2pd/process.py``), so callers write
+where they happen (``daemon/control.py``, ``daemon/process.py``), so callers write
 one ``except FabstirError`` and never see a library's private exception.
 
 Tree::

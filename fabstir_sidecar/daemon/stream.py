@@ -17,7 +17,7 @@ from typing import NoReturn
 import anyio
 import anyio.abc
 
-from ..errors import MessageTooLargeError, StreamClosedError
+from fabstir_sidecar.core.errors import MessageTooLargeError, StreamClosedError
 
 _SOCKET_ERRORS: tuple[type[BaseException], ...] = (
     anyio.BrokenResourceError,

@@ -1,0 +1,1 @@
+"""The pure basics: peer ids, multiaddrs, varints, the error tree, settings."""

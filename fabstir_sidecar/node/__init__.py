@@ -1,0 +1,1 @@
+"""DiscoveryManager and the node it runs."""

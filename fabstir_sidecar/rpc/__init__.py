@@ -1,0 +1,1 @@
+"""The request/response layer: frames, caps, deadlines, errors."""
