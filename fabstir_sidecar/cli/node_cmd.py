@@ -31,7 +31,8 @@ from fabstir_sidecar.cli.output import (
     say,
 )
 from fabstir_sidecar.core.errors import ConfigError, FabstirError
-from fabstir_sidecar.core.settings import NodeConfig, parse_multiaddr
+from fabstir_sidecar.core.multiaddr import parse_multiaddr
+from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.identity import load_or_create_identity, peer_id_from_key_file
 from fabstir_sidecar.node.manager import DiscoveryManager

@@ -33,9 +33,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import base58
 from multiaddr import Multiaddr
-from p2pclient.libp2p_stubs.peer.id import ID
 from p2pclient.pb import p2pd_pb2 as pb
 
 from fabstir_sidecar.core.errors import (
@@ -44,14 +42,14 @@ from fabstir_sidecar.core.errors import (
     DaemonUnavailableError,
     FabstirError,
     FabstirTimeoutError,
-    InvalidPeerIdError,
     PeerUnreachableError,
     ProtocolNotSupportedError,
     StreamClosedError,
 )
+from fabstir_sidecar.core.peer_id import PeerId
+from fabstir_sidecar.core.varint import decode_uvarint, encode_uvarint
 from fabstir_sidecar.daemon.runtime_dir import remove_socket
 from fabstir_sidecar.daemon.stream import DaemonStream
-from fabstir_sidecar.wire.keys import encode_uvarint
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +63,15 @@ _MAX_CONTROL_MESSAGE = 4 * 1024 * 1024  # p2pd's own persistentConnMaxMsgSize de
 # ------------------------------------------------------------------ pure encoders
 
 
-# One varint implementation for the package (multiformats unsigned LEB128).
 encode_varint = encode_uvarint
 
 
 def decode_varint(buf: bytes | bytearray, *, max_bytes: int = 9) -> tuple[int, int] | None:
     """``(value, bytes_used)``, or None if ``buf`` holds only part of a varint."""
-    value = 0
-    for i, byte in enumerate(buf[:max_bytes]):
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, i + 1
-    if len(buf) >= max_bytes:
-        raise ControlError("malformed varint from p2pd control socket")
-    return None
+    try:
+        return decode_uvarint(buf, max_bytes=max_bytes)
+    except ValueError:
+        raise ControlError("malformed varint from p2pd control socket") from None
 
 
 def unix_multiaddr_bytes(path: Path | str) -> bytes:
@@ -90,22 +83,12 @@ def unix_multiaddr_bytes(path: Path | str) -> bytes:
 
 
 def peer_id_to_bytes(peer_id: str, *, name: str = "peer_id") -> bytes:
-    """Validate a base58 peer ID string (identity or sha2-256 multihash) and decode it."""
-    try:
-        raw = base58.b58decode(peer_id.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise InvalidPeerIdError(name, peer_id, "not base58") from exc
-    ok = len(raw) >= 2 and (
-        (raw[0] == 0x00 and 1 <= raw[1] <= 42 and raw[1] == len(raw) - 2)  # inlined key
-        or (raw[0] == 0x12 and raw[1] == 32 and len(raw) == 34)  # sha2-256 (RSA keys)
-    )
-    if not ok:
-        raise InvalidPeerIdError(name, peer_id, "not a libp2p peer ID multihash")
-    return bytes(raw)
+    """Validate a base58 peer ID string and decode it to the binary multihash."""
+    return PeerId.parse(peer_id, name=name).to_bytes()
 
 
-def peer_id_from_bytes(raw: bytes) -> str:
-    return str(ID(raw).to_base58())
+def peer_id_from_bytes(raw: bytes) -> PeerId:
+    return PeerId.from_bytes(raw)
 
 
 def multiaddr_to_bytes(addr: str) -> bytes:

@@ -17,22 +17,12 @@ from Crypto.PublicKey import ECC
 from p2pclient.libp2p_stubs.crypto.pb import crypto_pb2
 
 from fabstir_sidecar.core.errors import ConfigError
+from fabstir_sidecar.core.peer_id import b58encode
 
 _OPTION = "identity key file"
 _SEED_LEN = 32
 _PUB_LEN = 32
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _IDENTITY_MULTIHASH = 0x00
-
-
-def _b58encode(data: bytes) -> str:
-    number = int.from_bytes(data, "big")
-    out = []
-    while number:
-        number, rem = divmod(number, 58)
-        out.append(_B58_ALPHABET[rem])
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    return "1" * zeros + "".join(reversed(out))
 
 
 def _public_key(seed: bytes) -> bytes:
@@ -46,7 +36,7 @@ def _peer_id(public_key: bytes) -> str:
     pub = crypto_pb2.PublicKey(key_type=crypto_pb2.Ed25519, data=public_key)
     marshalled: bytes = pub.SerializeToString()
     # One-byte varint length is enough: the marshalled Ed25519 key is 36 bytes.
-    return _b58encode(bytes([_IDENTITY_MULTIHASH, len(marshalled)]) + marshalled)
+    return b58encode(bytes([_IDENTITY_MULTIHASH, len(marshalled)]) + marshalled)
 
 
 def peer_id_from_key_file(path: Path) -> str:

@@ -55,7 +55,8 @@ from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 
 from fabstir_sidecar.core.errors import ConfigError, FabstirError, InvalidMultiaddrError
-from fabstir_sidecar.core.settings import parse_peer_id, split_peer_multiaddr
+from fabstir_sidecar.core.multiaddr import split_peer_multiaddr
+from fabstir_sidecar.core.peer_id import PeerId
 
 try:  # anyio >= 4.7
     from anyio import wait_readable as _wait_readable
@@ -436,7 +437,7 @@ class MdnsService:
         on_peer_removed: PeerRemovedCallback | None = None,
         query_interval: float = DEFAULT_QUERY_INTERVAL,
     ) -> None:
-        self._peer_id = parse_peer_id(peer_id, name="peer_id")
+        self._peer_id = PeerId.parse(peer_id, name="peer_id")
         if (
             isinstance(query_interval, bool)
             or not isinstance(query_interval, int | float)

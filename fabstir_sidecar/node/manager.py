@@ -33,13 +33,14 @@ from fabstir_sidecar.core.errors import (
     NodeNotStartedError,
     NodeStateError,
 )
-from fabstir_sidecar.core.settings import NodeConfig, split_peer_multiaddr
+from fabstir_sidecar.core.multiaddr import split_peer_multiaddr
+from fabstir_sidecar.core.peer_id import PeerId
+from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.binary import find_p2pd
 from fabstir_sidecar.daemon.control import (
     DaemonControl,
     HandlerServer,
     StreamHandler,
-    peer_id_to_bytes,
 )
 from fabstir_sidecar.daemon.identity import load_or_create_identity
 from fabstir_sidecar.daemon.process import DaemonSpec
@@ -513,7 +514,7 @@ class DiscoveryManager:
             encode_message(message, max_size=self._config.max_message_size)
             peer_id = await self.connect_to_peer(peer_id)
         else:
-            peer_id_to_bytes(peer_id)
+            PeerId.parse(peer_id)
         await send_message(
             control,
             peer_id,

@@ -11,12 +11,13 @@ import base64
 import hashlib
 from typing import Final
 
+from fabstir_sidecar.core.varint import encode_uvarint
+
 __all__ = [
     "ANY_HOST_KEY",
     "CID_VERSION",
     "JSON_MULTICODEC",
     "SHA2_256",
-    "encode_uvarint",
     "model_cid",
     "model_cid_str",
 ]
@@ -28,21 +29,6 @@ CID_VERSION: Final = 1
 JSON_MULTICODEC: Final = 0x0200
 SHA2_256: Final = 0x12
 _SHA2_256_LENGTH: Final = 32
-
-
-def encode_uvarint(value: int) -> bytes:
-    """Unsigned LEB128, the multiformats varint: 0x0200 -> ``80 04``."""
-    if value < 0:
-        raise ValueError(f"a varint is unsigned, got {value}")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def model_cid(model_id: str) -> bytes:

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from fabstir_sidecar import ENV_VARS, NodeConfig
 from fabstir_sidecar.cli.app import app
-from fabstir_sidecar.core.settings import split_peer_multiaddr
+from fabstir_sidecar.core.multiaddr import split_peer_multiaddr
 from fabstir_sidecar.daemon.binary import P2PD_SHA256
 from fabstir_sidecar.daemon.identity import generate_identity
 

@@ -14,30 +14,14 @@ from hypothesis import strategies as st
 from multiaddr import Multiaddr
 
 from fabstir_sidecar.core.errors import ConfigError, FabstirError, InvalidMultiaddrError
-from fabstir_sidecar.core.settings import (
-    DEFAULT_LISTEN,
-    ENV_VARS,
-    NodeConfig,
-    parse_multiaddr,
-    parse_peer_id,
-    split_peer_multiaddr,
-)
+from fabstir_sidecar.core.multiaddr import parse_multiaddr, split_peer_multiaddr
+from fabstir_sidecar.core.peer_id import PeerId, b58encode
+from fabstir_sidecar.core.settings import DEFAULT_LISTEN, ENV_VARS, NodeConfig
 
 PEER_ED25519 = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 PEER_RSA = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
 BOOT_1 = f"/ip4/10.0.0.1/tcp/4001/p2p/{PEER_ED25519}"
 BOOT_2 = f"/ip6/::1/tcp/4002/p2p/{PEER_RSA}"
-
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58encode(data: bytes) -> str:
-    num = int.from_bytes(data, "big")
-    out = ""
-    while num:
-        num, rem = divmod(num, 58)
-        out = _B58[rem] + out
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
 
 
 def load(env: dict[str, str] | None = None, **overrides: Any) -> NodeConfig:
@@ -504,14 +488,14 @@ def test_split_peer_multiaddr_rejects(bad: str) -> None:
     expect_config_error(exc, "peer", bad)
 
 
-def test_parse_peer_id() -> None:
-    assert parse_peer_id(PEER_ED25519, name="id") == PEER_ED25519
-    assert parse_peer_id(PEER_RSA, name="id") == PEER_RSA
+def test_peer_id_parse() -> None:
+    assert PeerId.parse(PEER_ED25519, name="id") == PEER_ED25519
+    assert PeerId.parse(PEER_RSA, name="id") == PEER_RSA
     sha = b58encode(b"\x12\x20" + hashlib.sha256(b"k").digest())
-    assert parse_peer_id(sha, name="id") == sha
+    assert PeerId.parse(sha, name="id") == sha
     for bad in ("", "0OIl", PEER_RSA[:-1], b58encode(b"\x12\x05abcde"), b58encode(b"\x99\x01a")):
         with pytest.raises(ConfigError) as exc:
-            parse_peer_id(bad, name="id")
+            PeerId.parse(bad, name="id")
         expect_config_error(exc, "id", bad)
 
 

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fabstir_sidecar.core.varint import encode_uvarint
 from fabstir_sidecar.wire.keys import (
     ANY_HOST_KEY,
     CID_VERSION,
     JSON_MULTICODEC,
     SHA2_256,
-    encode_uvarint,
     model_cid,
     model_cid_str,
 )
