@@ -4,10 +4,13 @@ The public API is re-exported here; everything else is an implementation detail.
 """
 
 from fabstir_sidecar._version import __version__
-from fabstir_sidecar.backend import Backend, BackendError, Completion, TokenStream
+from fabstir_sidecar.backend import Backend, Completion, TokenStream
 from fabstir_sidecar.client import FabstirClient, JobStream, RetryPolicy
 from fabstir_sidecar.core.errors import (
+    BackendError,
+    BadRequestError,
     ConfigError,
+    ConnectionLostError,
     ControlError,
     DaemonError,
     DaemonIntegrityError,
@@ -16,8 +19,13 @@ from fabstir_sidecar.core.errors import (
     DaemonUnavailableError,
     FabstirError,
     FabstirTimeoutError,
+    FailedError,
+    FrameTooLargeError,
+    HostBusyError,
+    InvalidInputError,
     InvalidMultiaddrError,
     InvalidPeerIdError,
+    JobOutcomeUnknownError,
     JobRejectedError,
     MalformedMessageError,
     MessageTooLargeError,
@@ -25,12 +33,14 @@ from fabstir_sidecar.core.errors import (
     NodeNotStartedError,
     NodeStateError,
     NoMatchingHostError,
-    PeerError,
+    NotSentError,
     PeerUnreachableError,
     ProtocolError,
     ProtocolNotSupportedError,
     RemoteError,
+    RetryableError,
     RetryExhaustedError,
+    SetupError,
     StreamClosedError,
 )
 from fabstir_sidecar.core.settings import ENV_VARS, NodeConfig
@@ -41,7 +51,7 @@ from fabstir_sidecar.host.backends.openai import OpenAIBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import BootstrapResult, DiscoveryManager, NodeState
 from fabstir_sidecar.protocols.status import HostStatus
-from fabstir_sidecar.wire.messages import BadRequestError, Host, JobResult, PeerInfo
+from fabstir_sidecar.wire.messages import Host, JobResult, PeerInfo
 
 __all__ = [
     "ENV_VARS",
@@ -51,6 +61,7 @@ __all__ = [
     "BootstrapResult",
     "Completion",
     "ConfigError",
+    "ConnectionLostError",
     "ControlError",
     "DaemonError",
     "DaemonIntegrityError",
@@ -62,14 +73,19 @@ __all__ = [
     "FabstirClient",
     "FabstirError",
     "FabstirTimeoutError",
+    "FailedError",
     "FinderSettings",
+    "FrameTooLargeError",
     "Host",
+    "HostBusyError",
     "HostConfig",
     "HostCriteria",
     "HostService",
     "HostStatus",
+    "InvalidInputError",
     "InvalidMultiaddrError",
     "InvalidPeerIdError",
+    "JobOutcomeUnknownError",
     "JobRejectedError",
     "JobResult",
     "JobStream",
@@ -81,8 +97,8 @@ __all__ = [
     "NodeNotStartedError",
     "NodeState",
     "NodeStateError",
+    "NotSentError",
     "OpenAIBackend",
-    "PeerError",
     "PeerInfo",
     "PeerUnreachableError",
     "ProtocolError",
@@ -90,6 +106,8 @@ __all__ = [
     "RemoteError",
     "RetryExhaustedError",
     "RetryPolicy",
+    "RetryableError",
+    "SetupError",
     "StreamClosedError",
     "TokenStream",
     "__version__",

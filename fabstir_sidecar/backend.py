@@ -22,17 +22,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
-from fabstir_sidecar.core.errors import FabstirError
+from fabstir_sidecar.core.errors import BackendError
 from fabstir_sidecar.wire.messages import JobRequest
 
 __all__ = ["Backend", "BackendError", "Completion", "StreamEnd", "TokenStream"]
-
-
-class BackendError(FabstirError):
-    """The backend failed (HTTP error, bad response, unreachable).
-
-    The host answers it with an ``error`` frame of code ``internal``.
-    """
 
 
 @dataclass(frozen=True, slots=True)

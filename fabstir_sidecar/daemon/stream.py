@@ -17,7 +17,7 @@ from typing import NoReturn
 import anyio
 import anyio.abc
 
-from fabstir_sidecar.core.errors import MessageTooLargeError, StreamClosedError
+from fabstir_sidecar.core.errors import FrameTooLargeError, StreamClosedError
 
 _SOCKET_ERRORS: tuple[type[BaseException], ...] = (
     anyio.BrokenResourceError,
@@ -136,9 +136,9 @@ class DaemonStream:
         """Everything until the peer closes its write side; refuse more than ``limit`` bytes."""
         while await self._fill(RECEIVE_CHUNK):
             if len(self._buffer) > limit:
-                raise MessageTooLargeError(None, limit)
+                raise FrameTooLargeError(None, limit)
         if len(self._buffer) > limit:
-            raise MessageTooLargeError(len(self._buffer), limit)
+            raise FrameTooLargeError(len(self._buffer), limit)
         data = bytes(self._buffer)
         self._buffer.clear()
         return data

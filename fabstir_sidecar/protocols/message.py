@@ -98,7 +98,7 @@ class MessageService:
                 extra={"peer": stream.peer_id, "timeout_s": self.timeout},
             )
             return
-        except ProtocolError as exc:
+        except (ProtocolError, StreamClosedError) as exc:
             self.refused += 1
             log.warning("refused message", extra={"peer": stream.peer_id, "error": str(exc)})
             return

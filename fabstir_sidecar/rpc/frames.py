@@ -11,7 +11,7 @@ from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE, decode_json_object
 
 
 async def read_frame(stream: DaemonStream, *, max_size: int = MAX_MESSAGE_SIZE) -> dict[str, Any]:
-    """One JSON-object frame. Over ``max_size``: MessageTooLargeError before the body."""
+    """One JSON-object frame. Over ``max_size``: FrameTooLargeError before the body."""
     length = parse_header(await stream.receive_exactly(HEADER_SIZE), max_size=max_size)
     return decode_json_object(await stream.receive_exactly(length), max_size=max_size)
 

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from fabstir_sidecar.core.errors import (
+    FrameTooLargeError,
     MalformedMessageError,
     MessageTooLargeError,
     StreamClosedError,
@@ -92,7 +93,7 @@ def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:
                 )
                 await _send_error(stream, ERROR_TIMEOUT, "request not received in time", None)
                 return False
-            except MessageTooLargeError as exc:
+            except FrameTooLargeError as exc:
                 log.warning(
                     "refused oversized request",
                     extra={"peer": stream.peer_id, "protocol": stream.protocol, "error": str(exc)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fabstir_sidecar.core.errors import MessageTooLargeError
+from fabstir_sidecar.core.errors import FrameTooLargeError, MessageTooLargeError
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE, BytesLike, encode_json
 
 __all__ = [
@@ -48,7 +48,7 @@ def encode_json_frame(value: Any, *, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
 def parse_header(header: BytesLike, *, max_size: int = MAX_MESSAGE_SIZE) -> int:
     """The body length announced by a 4-byte header.
 
-    Raises :class:`MessageTooLargeError` when it exceeds ``max_size``, and
+    Raises :class:`FrameTooLargeError` when it exceeds ``max_size``, and
     ``ValueError`` when ``header`` is not exactly 4 bytes (a caller bug: a short
     read is the stream layer's to report).
     """
@@ -57,7 +57,7 @@ def parse_header(header: BytesLike, *, max_size: int = MAX_MESSAGE_SIZE) -> int:
         raise ValueError(f"a frame header is {HEADER_SIZE} bytes, got {len(header)}")
     size = int.from_bytes(header, "big")
     if size > max_size:
-        raise MessageTooLargeError(size, max_size)
+        raise FrameTooLargeError(size, max_size)
     return size
 
 
@@ -66,7 +66,7 @@ class FrameDecoder:
 
     :meth:`feed` returns the payloads that the chunk completes, in order. It holds at
     most one partial frame (at most ``max_size`` body bytes plus a partial header): an
-    oversized header raises :class:`MessageTooLargeError` as soon as its 4 bytes are in,
+    oversized header raises :class:`FrameTooLargeError` as soon as its 4 bytes are in,
     without buffering anything after it. Errors are sticky: the stream is unusable and
     every later :meth:`feed` raises the same error. Payloads completed earlier in the
     chunk that carried the bad header are dropped with it.
@@ -80,7 +80,7 @@ class FrameDecoder:
         self._header = bytearray()
         self._body = bytearray()
         self._length: int | None = None  # body length once the header is complete
-        self._error: MessageTooLargeError | None = None
+        self._error: FrameTooLargeError | None = None
 
     @property
     def max_size(self) -> int:
@@ -113,7 +113,7 @@ class FrameDecoder:
                     break
                 try:
                     self._length = parse_header(self._header, max_size=self._max_size)
-                except MessageTooLargeError as exc:
+                except FrameTooLargeError as exc:
                     self._error = exc
                     raise
                 self._header.clear()

@@ -14,7 +14,11 @@ import math
 import re
 from typing import Any
 
-from fabstir_sidecar.core.errors import MalformedMessageError, MessageTooLargeError
+from fabstir_sidecar.core.errors import (
+    FrameTooLargeError,
+    MalformedMessageError,
+    MessageTooLargeError,
+)
 
 __all__ = [
     "MAX_MESSAGE_SIZE",
@@ -75,7 +79,7 @@ def encode_json(value: Any, *, max_size: int | None = MAX_MESSAGE_SIZE) -> bytes
 def decode_json_value(data: BytesLike, *, max_size: int = MAX_MESSAGE_SIZE) -> Any:
     """Decode one JSON value (any type) from strict UTF-8 ``data``."""
     if len(data) > max_size:
-        raise MessageTooLargeError(len(data), max_size)
+        raise FrameTooLargeError(len(data), max_size)
     raw = bytes(data)
     try:
         text = raw.decode("utf-8")

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Self, TypeAlias
 
-from fabstir_sidecar.core.errors import MalformedMessageError
+from fabstir_sidecar.core.errors import BadRequestError
 from fabstir_sidecar.wire.json_codec import json_type_name
 
 __all__ = [
@@ -75,19 +75,6 @@ MAX_DISCOVERY_LIMIT: Final = 100
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 INFERENCE_TAG: Final = "Inference"
 """serde's external tag of the fabstir-llm-node inference messages."""
-
-
-class BadRequestError(MalformedMessageError):
-    """A decoded message has a missing field, a wrong type or an invalid value.
-
-    ``field`` is the path of the offending field (e.g. ``status.host.reputation``);
-    a responder answers it with an ``error`` frame of code ``bad_request``.
-    """
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 # ------------------------------------------------------------------ field access

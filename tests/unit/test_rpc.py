@@ -19,6 +19,7 @@ import pytest
 from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
 from fabstir_sidecar.core.errors import (
     FabstirTimeoutError,
+    FrameTooLargeError,
     MalformedMessageError,
     MessageTooLargeError,
     RemoteError,
@@ -124,7 +125,7 @@ async def test_oversized_header_raises_before_the_body_is_consumed() -> None:
     with anyio.fail_after(DEADLINE):
         async with stream_pair() as (stream, remote):
             await remote.send(TWO_MIB_HEADER + body)
-            with pytest.raises(MessageTooLargeError) as info:
+            with pytest.raises(FrameTooLargeError) as info:
                 await read_frame(stream)
             assert info.value.size == 2 * 1024 * 1024
             assert info.value.limit == MAX_MESSAGE_SIZE
@@ -136,7 +137,7 @@ async def test_oversized_header_alone_is_refused_without_waiting_for_a_body() ->
     with anyio.fail_after(DEADLINE):
         async with stream_pair() as (stream, remote):
             await remote.send(TWO_MIB_HEADER)  # and never anything else, never EOF
-            with anyio.fail_after(1.0), pytest.raises(MessageTooLargeError):
+            with anyio.fail_after(1.0), pytest.raises(FrameTooLargeError):
                 await read_frame(stream)
 
 
@@ -144,7 +145,7 @@ async def test_custom_max_size_is_applied_to_the_header() -> None:
     with anyio.fail_after(DEADLINE):
         async with stream_pair() as (stream, remote):
             await remote.send((101).to_bytes(4, "big"))
-            with pytest.raises(MessageTooLargeError):
+            with pytest.raises(FrameTooLargeError):
                 await read_frame(stream, max_size=100)
 
 

@@ -47,7 +47,7 @@ async def test_a_stream_ending_mid_body_is_a_typed_error(size: int) -> None:
 
 
 async def test_buffered_frames_are_taken_without_waiting_and_partial_ones_left() -> None:
-    from fabstir_sidecar.core.errors import MessageTooLargeError
+    from fabstir_sidecar.core.errors import FrameTooLargeError
     from fabstir_sidecar.rpc.frames import read_buffered_frame, read_frame
     from fabstir_sidecar.wire.framing import encode_json_frame
 
@@ -67,5 +67,5 @@ async def test_buffered_frames_are_taken_without_waiting_and_partial_ones_left()
         with anyio.fail_after(5):
             while stream.buffered < 14:
                 await stream._fill()
-        with pytest.raises(MessageTooLargeError):
+        with pytest.raises(FrameTooLargeError):
             read_buffered_frame(stream)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabstir_sidecar.core.errors import DaemonError, DaemonUnavailableError, FabstirError
+from fabstir_sidecar.core.errors import DaemonUnavailableError, FabstirError, NotSentError
 from fabstir_sidecar.daemon.supervisor import Availability, pin_listen_ports
 
 # ------------------------------------------------------------------ pin_listen_ports
@@ -98,7 +98,7 @@ def test_down_raises_with_reason() -> None:
     with pytest.raises(DaemonUnavailableError) as info:
         availability.check()
     assert "exited with code -9" in str(info.value)
-    assert isinstance(info.value, DaemonError)
+    assert isinstance(info.value, NotSentError)
     assert isinstance(info.value, FabstirError)
 
 

@@ -9,7 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabstir_sidecar.core.errors import MalformedMessageError, MessageTooLargeError
+from fabstir_sidecar.core.errors import (
+    FrameTooLargeError,
+    MalformedMessageError,
+    MessageTooLargeError,
+)
 from fabstir_sidecar.wire.framing import (
     HEADER_SIZE,
     MAX_FRAME_LENGTH,
@@ -88,14 +92,14 @@ def test_parse_header(n: int) -> None:
 
 @pytest.mark.parametrize("n", [MAX_MESSAGE_SIZE + 1, TWO_MIB, MAX_FRAME_LENGTH])
 def test_parse_header_refuses_oversized_lengths(n: int) -> None:
-    with pytest.raises(MessageTooLargeError) as info:
+    with pytest.raises(FrameTooLargeError) as info:
         parse_header(header(n))
     assert (info.value.size, info.value.limit) == (n, MAX_MESSAGE_SIZE)
 
 
 def test_parse_header_honours_a_custom_cap() -> None:
     assert parse_header(header(10), max_size=10) == 10
-    with pytest.raises(MessageTooLargeError):
+    with pytest.raises(FrameTooLargeError):
         parse_header(header(11), max_size=10)
 
 
@@ -174,7 +178,7 @@ def test_decoder_frame_of_exactly_the_cap() -> None:
 
 def test_decoder_refuses_a_two_mib_header_before_any_body() -> None:
     decoder = FrameDecoder()
-    with pytest.raises(MessageTooLargeError) as info:
+    with pytest.raises(FrameTooLargeError) as info:
         decoder.feed(header(TWO_MIB))  # no body byte has been sent at all
     assert (info.value.size, info.value.limit) == (TWO_MIB, MAX_MESSAGE_SIZE)
     assert not decoder.at_boundary
@@ -184,15 +188,15 @@ def test_decoder_refuses_as_soon_as_a_split_header_completes() -> None:
     decoder = FrameDecoder()
     raw = header(MAX_MESSAGE_SIZE + 1)
     assert decoder.feed(raw[:3]) == []
-    with pytest.raises(MessageTooLargeError):
+    with pytest.raises(FrameTooLargeError):
         decoder.feed(raw[3:])
 
 
 def test_decoder_error_is_sticky() -> None:
     decoder = FrameDecoder(max_size=4)
-    with pytest.raises(MessageTooLargeError) as first:
+    with pytest.raises(FrameTooLargeError) as first:
         decoder.feed(header(5) + b"12345")
-    with pytest.raises(MessageTooLargeError) as again:
+    with pytest.raises(FrameTooLargeError) as again:
         decoder.feed(encode_frame(b"ok"))
     assert again.value is first.value
     assert not decoder.at_boundary
@@ -257,7 +261,7 @@ def test_an_oversized_header_raises_in_the_chunk_that_completes_it(
     for chunk in split(stream, cuts):
         fed += len(chunk)
         if fed >= header_end:
-            with pytest.raises(MessageTooLargeError) as info:
+            with pytest.raises(FrameTooLargeError) as info:
                 decoder.feed(chunk)
             assert info.value.size == bad_length
             break

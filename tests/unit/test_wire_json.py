@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabstir_sidecar.core.errors import MalformedMessageError, MessageTooLargeError, ProtocolError
+from fabstir_sidecar.core.errors import (
+    FrameTooLargeError,
+    InvalidInputError,
+    MalformedMessageError,
+    MessageTooLargeError,
+    ProtocolError,
+)
 from fabstir_sidecar.wire.json_codec import (
     MAX_MESSAGE_SIZE,
     decode_json_object,
@@ -187,15 +193,16 @@ def test_decode_object_rejects_other_top_level_values(text: str, kind: str) -> N
 def test_decode_enforces_the_cap_before_parsing() -> None:
     data = b'"' + b"x" * (MAX_MESSAGE_SIZE - 2) + b'"'
     assert len(decode_json_value(data)) == MAX_MESSAGE_SIZE - 2
-    with pytest.raises(MessageTooLargeError):
+    with pytest.raises(FrameTooLargeError):
         decode_json_value(data + b" ")
-    with pytest.raises(MessageTooLargeError):
+    with pytest.raises(FrameTooLargeError):
         decode_json_object(b"{}", max_size=1)
 
 
 def test_errors_are_protocol_errors() -> None:
     assert issubclass(MalformedMessageError, ProtocolError)
-    assert issubclass(MessageTooLargeError, ProtocolError)
+    assert issubclass(FrameTooLargeError, ProtocolError)
+    assert issubclass(MessageTooLargeError, InvalidInputError)
 
 
 @pytest.mark.parametrize(
