@@ -2,7 +2,7 @@
 concurrently in batches in host processes of at most 25 hosts each.
 
 For each network size: find_host cold (a new node: start, bootstrap, DHT, status queries)
-and warm (a running node whose status cache has expired: ``FinderSettings(status_ttl=0)``,
+and warm (a running node whose status cache has expired: ``FinderConfig(status_ttl=0)``,
 every host asked again; the candidate list, i.e. DHT and exchange results, is reused for
 ``candidates_ttl``), warm with every cache expired (``candidates_ttl=0`` too), the
 status queries one lookup makes (``node.discovery.last_lookup``), and DHT PROVIDE and
@@ -20,8 +20,8 @@ import anyio
 from multiaddr import Multiaddr
 from p2pclient import Client
 
+from fabstir_sidecar.discovery.config import FinderConfig
 from fabstir_sidecar.discovery.matching import HostCriteria
-from fabstir_sidecar.discovery.service import FinderSettings
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols.status import request_status
 from fabstir_sidecar.wire.keys import model_cid
@@ -67,7 +67,7 @@ async def _network(ctx: Ctx, n: int, series: dict[str, list[float]]) -> None:
     warm_n = ctx.pick(3, 15)
     cold_n = ctx.pick(1, 5)
     dht_n = ctx.pick(1, 3)
-    settings = FinderSettings()
+    settings = FinderConfig()
     async with contextlib.AsyncExitStack() as stack:
         boot = await stack.enter_async_context(
             ctx.node(enable_dht=True, dht_mode="server", max_connections=4 * n + 50)
@@ -110,7 +110,7 @@ async def _network(ctx: Ctx, n: int, series: dict[str, list[float]]) -> None:
         finder = await stack.enter_async_context(
             DiscoveryManager(
                 **ctx.node_options(enable_dht=True, dht_mode="server", bootstrap=(boot_addr,)),
-                finder=FinderSettings(status_ttl=0.0),
+                finder=FinderConfig(status_ttl=0.0),
             )
         )
         ctx.track(finder)
@@ -128,7 +128,7 @@ async def _network(ctx: Ctx, n: int, series: dict[str, list[float]]) -> None:
         uncached_finder = await stack.enter_async_context(
             DiscoveryManager(
                 **ctx.node_options(enable_dht=True, dht_mode="server", bootstrap=(boot_addr,)),
-                finder=FinderSettings(status_ttl=0.0, candidates_ttl=0.0),
+                finder=FinderConfig(status_ttl=0.0, candidates_ttl=0.0),
             )
         )
         ctx.track(uncached_finder)

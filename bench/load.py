@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.wire.framing import encode_json_frame
 from fabstir_sidecar.wire.messages import JobRequest
@@ -95,7 +95,7 @@ async def run(ctx: Ctx) -> None:
                 ctx.track(node)
                 await node.connect_to_peer(host.addr)
                 nodes.append(node)
-            clients = [FabstirClient(n, retry=RetryPolicy.none()) for n in nodes]
+            clients = [FabstirClient(n, retry=RetryConfig.none()) for n in nodes]
             raws = [refs.RawDaemonClient(refs.node_control_socket(n)) for n in nodes]
             peer = host.peer_id
             job_frame = encode_json_frame(

@@ -11,7 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.wire.framing import encode_json_frame
 from fabstir_sidecar.wire.messages import JobRequest, Status, StatusRequest
 
@@ -70,7 +70,7 @@ async def run(ctx: Ctx) -> None:
     ):
         ctx.track(node)
         await node.connect_to_peer(host.addr)
-        client = FabstirClient(node, retry=RetryPolicy.none())
+        client = FabstirClient(node, retry=RetryConfig.none())
         peer = host.peer_id
         raw = refs.RawDaemonClient(refs.node_control_socket(node))
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio.abc
 
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.rpc.frames import write_frame
 from fabstir_sidecar.wire.framing import encode_frame, encode_json_frame
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
@@ -103,7 +103,7 @@ async def run(ctx: Ctx) -> None:
         )
 
         # ---- streamed job tokens
-        client = FabstirClient(node, retry=RetryPolicy.none())
+        client = FabstirClient(node, retry=RetryConfig.none())
         prompt = " ".join(f"w{i % 1000}" for i in range(words))
         token_size = (
             len(encode_json_frame(JobToken(job_id=uuid.uuid4().hex, text=" w123").to_json())) - 4

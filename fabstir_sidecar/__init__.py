@@ -5,7 +5,7 @@ The public API is re-exported here; everything else is an implementation detail.
 
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend, Completion, TokenStream
-from fabstir_sidecar.client import FabstirClient, JobStream, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, JobStream, RetryConfig
 from fabstir_sidecar.core.errors import (
     BackendError,
     BadRequestError,
@@ -44,8 +44,8 @@ from fabstir_sidecar.core.errors import (
     StreamClosedError,
 )
 from fabstir_sidecar.core.settings import ENV_VARS, NodeConfig
+from fabstir_sidecar.discovery.config import FinderConfig
 from fabstir_sidecar.discovery.matching import HostCriteria
-from fabstir_sidecar.discovery.service import FinderSettings
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.backends.openai import OpenAIBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
@@ -74,7 +74,7 @@ __all__ = [
     "FabstirError",
     "FabstirTimeoutError",
     "FailedError",
-    "FinderSettings",
+    "FinderConfig",
     "FrameTooLargeError",
     "Host",
     "HostBusyError",
@@ -104,8 +104,8 @@ __all__ = [
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RemoteError",
+    "RetryConfig",
     "RetryExhaustedError",
-    "RetryPolicy",
     "RetryableError",
     "SetupError",
     "StreamClosedError",

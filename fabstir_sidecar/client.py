@@ -1,14 +1,22 @@
 """The client role: status, jobs (streamed or not), discovery and inference, with retries.
 
-Retries (tenacity) cover transient failures only — the peer could not be dialed, the stream
-broke, a deadline passed, the daemon was restarting — with exponential backoff and jitter,
-bounded in attempts and in total time. Never retried: bad requests, rejections, too-large
-messages, protocol errors. When every attempt failed, ``RetryExhaustedError`` says how many
-were made and why each failed. A streamed job is only retried before its first token.
+Retries (tenacity) follow the error tree (``core/errors.py``), with exponential backoff and
+jitter, bounded in attempts and in total time, honouring a host's ``retry_after``:
+
+* status and discovery are idempotent: every :class:`RetryableError` is retried (the peer
+  could not be dialed, the stream broke, a deadline passed, the daemon was restarting);
+* a job (or an inference) is retried only when it cannot have run: nothing reached the host
+  (:class:`NotSentError`), or the host answered ``busy`` / ``shutting_down``
+  (:class:`HostBusyError`). Once its request went out, a broken exchange is a
+  :class:`JobOutcomeUnknownError` and the job is never sent again.
+
+Never retried: bad input, rejections, protocol errors. When every attempt failed,
+``RetryExhaustedError`` says how many were made and why each failed.
 """
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +25,7 @@ from typing import TypeVar
 import anyio
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
@@ -24,14 +33,13 @@ from tenacity import (
 )
 
 from fabstir_sidecar.core.errors import (
-    DaemonUnavailableError,
+    ConfigError,
     FabstirError,
-    FabstirTimeoutError,
-    PeerUnreachableError,
+    NotSentError,
+    RetryableError,
     RetryExhaustedError,
-    StreamClosedError,
 )
-from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols.discovery import request_discovery
 from fabstir_sidecar.protocols.inference import request_inference
 from fabstir_sidecar.protocols.job import job_frames, run_job_once
@@ -47,23 +55,38 @@ from fabstir_sidecar.wire.messages import (
 
 T = TypeVar("T")
 
-TRANSIENT: tuple[type[FabstirError], ...] = (
-    PeerUnreachableError,
-    StreamClosedError,
-    FabstirTimeoutError,
-    DaemonUnavailableError,
-)
+IDEMPOTENT: tuple[type[FabstirError], ...] = (RetryableError,)
+"""What status and discovery requests retry: any retryable failure."""
+NOT_RUN: tuple[type[FabstirError], ...] = (NotSentError,)
+"""What jobs retry: failures after which the job cannot have run (busy answers included)."""
+DEFAULT_JOB_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryConfig:
+    """How a client retries (see the module doc for what is retried)."""
+
     attempts: int = 3
     max_total_s: float = 60.0
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ConfigError("attempts", self.attempts, "expected an integer")
+        if self.attempts < 1:
+            raise ConfigError("attempts", self.attempts, "must be >= 1")
+        for name in ("max_total_s", "initial_backoff_s", "max_backoff_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(name, value, "must be a number of seconds >= 0")
+        if self.initial_backoff_s > self.max_backoff_s:
+            raise ConfigError(
+                "initial_backoff_s", self.initial_backoff_s, "must be <= max_backoff_s"
+            )
+
     @classmethod
-    def none(cls) -> RetryPolicy:
+    def none(cls) -> RetryConfig:
         return cls(attempts=1)
 
 
@@ -72,14 +95,14 @@ class FabstirClient:
 
     def __init__(
         self,
-        node: DiscoveryManager,
+        node: NodeInterface,
         *,
-        retry: RetryPolicy | None = None,
+        retry: RetryConfig | None = None,
         request_timeout: float | None = None,
-        job_timeout: float = 300.0,
+        job_timeout: float = DEFAULT_JOB_TIMEOUT,
     ) -> None:
         self.node = node
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryConfig()
         self.request_timeout = request_timeout or node.config.connection_timeout
         self.job_timeout = job_timeout
 
@@ -89,19 +112,38 @@ class FabstirClient:
             return await self.node.connect_to_peer(peer)
         return peer
 
-    async def _retrying(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    def _wait(self) -> Callable[[RetryCallState], float]:
+        policy = self.retry
+        # jitter scaled to the policy: tenacity's default (up to 1 s) would swamp small
+        # backoffs, making every wait jump to max_backoff_s.
+        backoff = wait_exponential_jitter(
+            multiplier=policy.initial_backoff_s,
+            max=policy.max_backoff_s,
+            jitter=policy.initial_backoff_s,
+        )
+
+        def wait(state: RetryCallState) -> float:
+            delay = backoff(state)
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, RetryableError) and exc.retry_after is not None:
+                # The host's own estimate, with jitter so that many waiting clients spread.
+                delay = max(delay, exc.retry_after * random.uniform(1.0, 1.25))
+            return float(delay)
+
+        return wait
+
+    async def _retrying(
+        self,
+        operation: str,
+        attempt: Callable[[], Awaitable[T]],
+        retry_on: tuple[type[FabstirError], ...] = IDEMPOTENT,
+    ) -> T:
         failures: list[BaseException] = []
         policy = self.retry
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_s),
-            # jitter scaled to the policy: tenacity's default (up to 1 s) would swamp small
-            # backoffs, making every wait jump to max_backoff_s.
-            wait=wait_exponential_jitter(
-                multiplier=policy.initial_backoff_s,
-                max=policy.max_backoff_s,
-                jitter=policy.initial_backoff_s,
-            ),
-            retry=retry_if_exception_type(TRANSIENT),
+            wait=self._wait(),
+            retry=retry_if_exception_type(retry_on),
             sleep=anyio.sleep,
             reraise=True,
         )
@@ -110,10 +152,10 @@ class FabstirClient:
                 with try_:
                     try:
                         return await attempt()
-                    except TRANSIENT as exc:
+                    except retry_on as exc:
                         failures.append(exc)
                         raise
-        except TRANSIENT as exc:
+        except retry_on as exc:
             raise RetryExhaustedError(operation, failures) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -176,7 +218,7 @@ class FabstirClient:
                 self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
             )
 
-        return await self._retrying(f"job {request.job_id} on {peer}", once)
+        return await self._retrying(f"job {request.job_id} on {peer}", once, NOT_RUN)
 
     def stream_job(
         self,
@@ -217,7 +259,7 @@ class FabstirClient:
                 self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
             )
 
-        return await self._retrying(f"inference {request.request_id} on {peer}", once)
+        return await self._retrying(f"inference {request.request_id} on {peer}", once, NOT_RUN)
 
 
 class JobStream:
@@ -247,9 +289,9 @@ class JobStream:
                 await frames.aclose()
                 raise
 
-        # Retry only until the first frame arrived: later, a retry would repeat tokens.
+        # Retried only while the job cannot have run (see the module doc).
         frames, frame = await client._retrying(
-            f"job {self.request.job_id} on {self._peer}", open_and_first
+            f"job {self.request.job_id} on {self._peer}", open_and_first, NOT_RUN
         )
         try:
             while isinstance(frame, JobToken):

@@ -63,6 +63,7 @@ async def _demo(n_hosts: int, p2pd: str | None) -> None:
         step(f"bootstrap node up: {boot_addr}")
 
         services: list[HostService] = []
+        host_nodes: dict[str, DiscoveryManager] = {}
         for i in range(n_hosts):
             models, reputation, location = HOST_PROFILES[i % len(HOST_PROFILES)]
             node = DiscoveryManager(base, bootstrap=(boot_addr,))
@@ -74,6 +75,7 @@ async def _demo(n_hosts: int, p2pd: str | None) -> None:
             node.on_start(service.start)  # serving before it connects to the bootstrap node
             await stack.enter_async_context(node)
             services.append(service)
+            host_nodes[node.peer_id] = node
             step(
                 f"host {i + 1} up: {node.peer_id[-8:]} models={list(models)} "
                 f"reputation={reputation} location={location}"
@@ -130,7 +132,7 @@ async def _demo(n_hosts: int, p2pd: str | None) -> None:
 
         got = anyio.Event()
         seen: list[tuple[str, Any]] = []
-        host_node = next(s.node for s in services if s.node.peer_id == best.host.peer_id)
+        host_node = host_nodes[best.host.peer_id]
 
         def on_message(sender: str, message: Any) -> None:
             seen.append((sender, message))

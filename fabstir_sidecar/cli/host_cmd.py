@@ -31,7 +31,7 @@ from fabstir_sidecar.cli.output import (
     run_until_shutdown_signal,
     say,
 )
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.errors import FabstirError
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.host.backends.echo import EchoBackend
@@ -189,7 +189,7 @@ async def _job(
     json_out: bool,
 ) -> None:
     async with DiscoveryManager(cfg) as node:
-        client = FabstirClient(node, retry=RetryPolicy(attempts=max(1, attempts)))
+        client = FabstirClient(node, retry=RetryConfig(attempts=max(1, attempts)))
         if stream:
             tokens = client.stream_job(
                 peer, model, prompt, max_tokens=max_tokens, temperature=temperature

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import anyio
 
@@ -35,23 +33,28 @@ from fabstir_sidecar.core.errors import (
     FabstirTimeoutError,
     MalformedMessageError,
     NoMatchingHostError,
-    PeerUnreachableError,
     ProtocolNotSupportedError,
 )
+from fabstir_sidecar.core.multiaddr import strip_peer
+from fabstir_sidecar.discovery.config import FinderConfig, LookupStats
 from fabstir_sidecar.discovery.matching import HostCriteria, MatchReport, match_hosts
 from fabstir_sidecar.discovery.peer_cache import PeerCache
 from fabstir_sidecar.discovery.singleflight import SingleFlight
+from fabstir_sidecar.discovery.sources import (
+    Found,
+    both,
+    dht_providers,
+    exchange_hints,
+    exchange_order,
+    wait_for_routing_table,
+)
+from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols import ids
-from fabstir_sidecar.protocols.discovery import discovery_handler, request_discovery
+from fabstir_sidecar.protocols.discovery import discovery_handler
 from fabstir_sidecar.protocols.status import HostStatus, request_status
 from fabstir_sidecar.rpc.exchange import Exchange
 from fabstir_sidecar.rpc.limits import RpcLimits
-from fabstir_sidecar.rpc.server import serve_requests
-from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import DiscoveryRequest, PeerInfo
-
-if TYPE_CHECKING:
-    from fabstir_sidecar.node.manager import DiscoveryManager
 
 log = logging.getLogger(__name__)
 
@@ -65,57 +68,27 @@ MAX_NOT_A_HOST = 4096  # peers remembered as not-a-host; expired ones are pruned
 LEARN_GAP = 1.0  # seconds between two rounds of asking connected peers (peer exchange)
 
 
-@dataclass(frozen=True, slots=True)
-class FinderSettings:
-    fanout: int = 16  # concurrent status queries
-    max_queries: int = 32  # status queries per lookup
-    status_timeout: float = 3.0  # per host: dial + status round trip, one deadline
-    status_ttl: float = 5.0  # how long a status answer (or failure) is reused
-    candidates_ttl: float = 5.0  # how long a gathered candidate list (DHT, exchange) is reused
-    fresh_share: int = 8  # queries per lookup kept for candidates not in the peer cache
-    not_a_host_ttl: float = 60.0  # peers that do not speak status are not asked again
-    dht_timeout: float = 3.0
-    dht_count: int = 20
-    exchange_peers: int = 3  # peers asked for discovery hints per lookup
-    exchange_probes: int = 32  # connected peers a discovery responder asks per round
-    exchange_wait: float = 0.5  # how long a discovery answer may wait for those answers
-
-
-@dataclass(slots=True)
-class LookupStats:
-    """What one lookup saw: per-source candidate counts and network queries made."""
-
-    sources: dict[str, int] = field(default_factory=dict)
-    candidates: int = 0
-    status_queries: int = 0
-    failed: int = 0
-    skipped: int = 0  # candidates not asked: remembered as not-a-host (not_a_host_ttl)
-
-
-def exchange_order(bootstrap: Sequence[str], connected: Sequence[str]) -> list[str]:
-    """Whom to ask for discovery hints, best first: connected bootstrap peers, other connected
-    peers, then bootstrap peers we are not connected to (their dial failed: last resort)."""
-    linked = set(connected)
-    ordered = [p for p in bootstrap if p in linked]
-    ordered += [p for p in connected if p not in ordered]
-    ordered += [p for p in bootstrap if p not in linked]
-    return list(dict.fromkeys(ordered))
+MdnsSource = Callable[[], Mapping[str, tuple[str, ...]]]
+"""Peers mDNS hears right now (peer id -> bare addresses); supplied by the node."""
 
 
 class Discovery:
+    """Host lookups for one node, and its answers to peer exchange (see the module doc)."""
+
     def __init__(
         self,
-        node: DiscoveryManager,
+        node: NodeInterface,
         *,
-        settings: FinderSettings | None = None,
+        settings: FinderConfig | None = None,
         peer_cache: PeerCache | None = None,
+        mdns: MdnsSource | None = None,
     ) -> None:
         self.node = node
-        self.settings = settings or FinderSettings()
+        self.settings = settings or FinderConfig()
+        self._mdns = mdns
         # Not ``peer_cache or ...``: an empty cache (a first run) has len 0 and is falsy.
         self.peer_cache = peer_cache if peer_cache is not None else PeerCache(None)
-        self.local_host: PeerInfo | None = None  # set by a HostService on this node
-        self.mdns_peers: dict[str, tuple[str, ...]] = {}
+        self.local_host: PeerInfo | None = None  # this node, when it hosts (set_local_host)
         self._status: SingleFlight[HostStatus] = SingleFlight(
             self.settings.status_ttl, error_ttl=self.settings.status_ttl
         )
@@ -141,12 +114,7 @@ class Discovery:
         limits = RpcLimits(
             read_timeout=timeout, total_timeout=timeout, max_size=self.node.config.max_message_size
         )
-        await self.node.add_stream_handler(
-            ids.DISCOVERY,
-            serve_requests(self._answer_discovery, limits),
-            max_concurrent=limits.max_concurrent,
-            max_per_peer=limits.max_per_peer,
-        )
+        await self.node.serve(ids.DISCOVERY, self._answer_discovery, limits)
 
     # ------------------------------------------------------------- knowledge
 
@@ -162,11 +130,15 @@ class Discovery:
             )
         return list(hosts.values())
 
+    def set_local_host(self, host: PeerInfo | None) -> None:
+        """This node hosts (listed first in peer-exchange answers), or no longer does."""
+        self.local_host = host
+
     def remember(self, status: HostStatus) -> None:
         host = status.host
         self._not_a_host.pop(host.peer_id, None)
         self.peer_cache.remember(
-            host.peer_id, tuple(_strip_p2p(a) for a in host.addrs), host.models
+            host.peer_id, tuple(strip_peer(a) for a in host.addrs), host.models
         )
 
     def not_a_host(self, peer_id: str) -> bool:
@@ -222,7 +194,7 @@ class Discovery:
             self._learning = done = anyio.Event()
             self._learning_started = now
             try:
-                self.node.task_group.start_soon(self._learn_round, done)
+                self.node.spawn(self._learn_round, done)
             except FabstirError:  # the node is stopping
                 done.set()
         with anyio.move_on_after(self.settings.exchange_wait):
@@ -258,39 +230,14 @@ class Discovery:
 
     # --------------------------------------------------------------- sources
 
-    def forget_mdns_peer(self, peer_id: str) -> None:
-        """mDNS reported that ``peer_id`` left (goodbye, or its records expired)."""
-        self.mdns_peers.pop(peer_id, None)
-
     def mdns_candidates(self) -> dict[str, tuple[str, ...]]:
-        """Peers heard by mDNS that are still there: entries of ``mdns_peers`` whose records
-        expired or that said goodbye are dropped first."""
-        # Removals are reported to forget_mdns_peer, but expiry is noticed only on the
-        # service's next sweep: reading its live table expires stale entries now.
-        service = self.node.mdns_service
-        if service is not None:
-            live = service.peers  # expires stale entries, reporting them
-            for peer_id in [p for p in self.mdns_peers if p not in live]:
-                self.forget_mdns_peer(peer_id)
-        return dict(self.mdns_peers)
+        """Peers mDNS hears right now (none when mDNS is off)."""
+        return dict(self._mdns()) if self._mdns is not None else {}
 
     async def wait_for_routing_table(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` until the DHT routing table has a peer (GET_CLOSEST_PEERS
-        succeeds; p2pd says "failed to find any peer in table" while it is empty).
-        True when it has one; False on timeout or another DHT error."""
-        with anyio.move_on_after(timeout):
-            while True:
-                try:
-                    await self.node.control.dht_closest_peers(
-                        self.node.peer_id.encode(), timeout=timeout
-                    )
-                except PeerUnreachableError:
-                    await anyio.sleep(0.05)
-                    continue
-                except FabstirError:
-                    return False
-                return True
-        return False
+        """Wait at most ``timeout`` until the DHT routing table has a peer (see
+        :func:`~fabstir_sidecar.discovery.sources.wait_for_routing_table`)."""
+        return await wait_for_routing_table(self.node.control, self.node.peer_id.encode(), timeout)
 
     async def _wait_for_routing_table(self) -> None:
         """Right after start, the DHT routing table stays empty until identify has run on the
@@ -307,74 +254,32 @@ class Discovery:
         finally:
             ready.set()
 
-    async def _dht_providers(
-        self, models: Sequence[str], *, connected: bool = True
-    ) -> dict[str, tuple[str, ...]]:
+    async def _dht_providers(self, models: Sequence[str], *, connected: bool = True) -> Found:
         if not self.node.config.enable_dht:
             return {}
         if connected:
             await self._wait_for_routing_table()
-        found: dict[str, tuple[str, ...]] = {}
-        keys = list(models) or [ANY_HOST_KEY]
-
-        async def lookup(key: str) -> None:
-            try:
-                async for peer in self.node.control.dht_find_providers(
-                    model_cid(key),
-                    count=self.settings.dht_count,
-                    timeout=self.settings.dht_timeout,
-                ):
-                    found.setdefault(peer.peer_id, peer.addrs)
-            except FabstirError as exc:
-                log.info("DHT provider lookup failed", extra={"key": key, "error": str(exc)})
-
-        async with anyio.create_task_group() as tg:
-            for key in keys:
-                tg.start_soon(lookup, key)
-        return found
-
-    async def _exchange_hints(
-        self, models: Sequence[str], asked: Sequence[str]
-    ) -> dict[str, tuple[str, ...]]:
-        """Ask the first ``exchange_peers`` of ``asked`` (see :func:`exchange_order`)."""
-        hints: dict[str, tuple[str, ...]] = {}
-
-        async def ask(peer_id: str) -> None:
-            with anyio.move_on_after(self.settings.status_timeout):
-                try:
-                    answer = await request_discovery(
-                        self.node.control,
-                        peer_id,
-                        models=models or None,
-                        timeout=self.settings.status_timeout,
-                    )
-                except FabstirError:
-                    return
-                for info in answer:
-                    hints.setdefault(info.peer_id, tuple(_strip_p2p(a) for a in info.addrs))
-
-        async with anyio.create_task_group() as tg:
-            for peer_id in asked[: self.settings.exchange_peers]:
-                tg.start_soon(ask, peer_id)
-        return hints
+        return await dht_providers(self.node.control, models, self.settings)
 
     async def gather_candidates(self, models: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """peer id → addresses (possibly empty: the daemon knows them), coalesced + cached."""
         key = ("candidates", tuple(sorted(models)))
         return await self._gather.get(key, lambda: self._gather_now(models))
 
-    async def _gather_now(self, models: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    async def _gather_now(self, models: Sequence[str]) -> Found:
         stats = LookupStats()
         me = self.node.peer_id
         connected = [p.peer_id for p in await self.node.control.list_peers()]
         self._linked = frozenset(connected)
-        bootstrap = [r.peer_id for r in self.node.bootstrap_results]
+        bootstrap = list(self.node.bootstrap_peers)
         ordered: list[tuple[str, dict[str, tuple[str, ...]]]] = [
             ("known", {p.peer_id: p.addrs for p in self.known_hosts()}),
         ]
-        dht, hints = await _both(
+        dht, hints = await both(
             self._dht_providers(models, connected=bool(connected)),
-            self._exchange_hints(models, exchange_order(bootstrap, connected)),
+            exchange_hints(
+                self.node.control, models, exchange_order(bootstrap, connected), self.settings
+            ),
         )
         ordered += [
             ("dht", dht),
@@ -490,27 +395,5 @@ class Discovery:
         return match_hosts(criteria, answers)
 
 
-Found = dict[str, tuple[str, ...]]
-
-
-async def _both(first: Awaitable[Found], second: Awaitable[Found]) -> tuple[Found, Found]:
-    """Run two source coroutines concurrently."""
-    results: list[Found] = [{}, {}]
-
-    async def run(i: int, coro: Awaitable[Found]) -> None:
-        results[i] = await coro
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run, 0, first)
-        tg.start_soon(run, 1, second)
-    return results[0], results[1]
-
-
 def _status_timeout(peer_id: str, timeout: float) -> FabstirTimeoutError:
     return FabstirTimeoutError(f"{peer_id}: no status (dial included) within {timeout:.1f}s")
-
-
-def _strip_p2p(addr: str) -> str:
-    """``/ip4/.../tcp/N/p2p/<id>`` → ``/ip4/.../tcp/N`` (the daemon wants bare addresses)."""
-    head, sep, _ = addr.rpartition("/p2p/")
-    return head if sep and head else addr

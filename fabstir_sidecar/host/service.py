@@ -1,9 +1,9 @@
 """The host role: declare models and capacity, answer status, admit and run jobs.
 
-A ``HostService`` sits on a running ``DiscoveryManager`` and registers the framed protocols
+A ``HostService`` sits on a running node (any ``NodeInterface``) and registers the framed protocols
 (job, status, inference) on it, each through the rpc layer with its own limits. Discovery is
-not registered here: ``Discovery.start`` serves it on every node, and the host sets
-``node.discovery.local_host`` so that those answers list it. With the DHT on, the host also
+not registered here: ``Discovery.start`` serves it on every node, and the host declares
+itself with ``node.set_local_host`` so that those answers list it. With the DHT on, the host also
 provides its model keys in the background (``_provide_forever``).
 Admission is here and nowhere else: a model not served is rejected, more than ``max_jobs``
 concurrent jobs is rejected with reason ``busy``; a backend failure is an ``error/internal``
@@ -18,17 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend
-from fabstir_sidecar.core.errors import FabstirError
-from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.core.errors import ConfigError, FabstirError
+from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.protocols.inference import inference_handler
 from fabstir_sidecar.protocols.job import JobEvent, job_handler
 from fabstir_sidecar.protocols.status import status_handler
 from fabstir_sidecar.rpc.limits import RpcLimits
-from fabstir_sidecar.rpc.server import serve_requests
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host, PeerInfo
 
@@ -48,8 +48,6 @@ class HostConfig:
     job_timeout: float = 300.0  # one deadline for a whole job: read, generate, write
 
     def __post_init__(self) -> None:
-        from fabstir_sidecar.core.errors import ConfigError
-
         if not self.models:
             raise ConfigError("models", self.models, "a host must serve at least one model")
         if self.reputation < 0:
@@ -84,7 +82,7 @@ class HostService:
 
     def __init__(
         self,
-        node: DiscoveryManager,
+        node: NodeInterface,
         config: HostConfig,
         backend: Backend,
         *,
@@ -122,16 +120,11 @@ class HostService:
             (ids.JOB, job_handler(self), jobs),
             (ids.INFERENCE, inference_handler(self), jobs),
         ):
-            await self.node.add_stream_handler(
-                protocol,
-                serve_requests(handler, limits),
-                max_concurrent=limits.max_concurrent,
-                max_per_peer=limits.max_per_peer,
-            )
+            await self.node.serve(protocol, handler, limits)
         self._set_local_host()
         self.node.on_daemon_restart(self._after_daemon_restart)
         if self.node.config.enable_dht:
-            self.node.task_group.start_soon(self._provide_forever)
+            self.node.spawn(self._provide_forever)
         log.info(
             "host serving",
             extra={"models": list(self.config.models), "max_jobs": self.config.max_jobs},
@@ -193,8 +186,12 @@ class HostService:
             return False
 
     def _set_local_host(self) -> None:
-        self.node.discovery.local_host = PeerInfo(
-            peer_id=self.node.peer_id, addrs=tuple(self._addrs.addrs), models=self.config.models
+        self.node.set_local_host(
+            PeerInfo(
+                peer_id=self.node.peer_id,
+                addrs=tuple(self._addrs.addrs),
+                models=self.config.models,
+            )
         )
 
     async def _after_daemon_restart(self) -> None:
@@ -211,8 +208,6 @@ class HostService:
         the start-up or request path; a failed round is retried sooner than the interval.
         """
         keys = [*self.config.models, ANY_HOST_KEY]
-        interval = self.node.config.provide_interval
-        retry = 0.5
         # A PROVIDE sent while the routing table is empty blocks until its timeout: wait for
         # a first connection and for identify to fill the table.
         while True:
@@ -221,26 +216,36 @@ class HostService:
             await anyio.sleep(0.25)
         await anyio.sleep(0.5)
         while True:
-            failures = 0
-
-            async def provide(key: str) -> None:
-                nonlocal failures
-                try:
-                    await self.node.control.dht_provide(model_cid(key), timeout=15.0)
-                except FabstirError as exc:
-                    failures += 1
-                    log.info("DHT provide failed", extra={"key": key, "error": str(exc)})
-
-            async with anyio.create_task_group() as tg:
-                for key in keys:
-                    tg.start_soon(provide, key)
-            self.provide_rounds += 1
-            if failures:
-                await anyio.sleep(min(retry, interval))
-                retry = min(retry * 2, 60.0)
-                continue
+            # A round with failures is retried, backing off from 0.5 s to 60 s.
+            retrying = AsyncRetrying(
+                wait=wait_exponential(multiplier=0.5, min=0.5, max=60.0),
+                retry=retry_if_result(bool),
+                sleep=anyio.sleep,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    failures = await self._provide_round(keys)
+                if attempt.retry_state.outcome is None or not attempt.retry_state.outcome.failed:
+                    attempt.retry_state.set_result(failures)
             self.advertised.set()
-            retry = 0.25
-            with anyio.move_on_after(interval):  # or at once after a daemon restart
-                await self._reprovide.wait()
+            with anyio.move_on_after(self.node.config.provide_interval):
+                await self._reprovide.wait()  # or at once after a daemon restart
             self._reprovide = anyio.Event()
+
+    async def _provide_round(self, keys: list[str]) -> int:
+        """Provide every key once, concurrently; the number that failed."""
+        failures = 0
+
+        async def provide(key: str) -> None:
+            nonlocal failures
+            try:
+                await self.node.control.dht_provide(model_cid(key), timeout=15.0)
+            except FabstirError as exc:
+                failures += 1
+                log.info("DHT provide failed", extra={"key": key, "error": str(exc)})
+
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(provide, key)
+        self.provide_rounds += 1
+        return failures

@@ -1,12 +1,17 @@
 """DiscoveryManager: the node users hold — the TypeScript SDK's API in Python form.
 
-It composes the lower layers and adds nothing they could do themselves::
+It composes the lower layers and the roles built on them::
 
     DiscoveryManager ─ config (NodeConfig)
-                     ├ daemon  (p2pd/supervisor: SpawnedDaemon | AttachedDaemon)
-                     ├ control (p2pd/control: DaemonControl, gated by daemon availability)
-                     ├ handler server (p2pd/control: HandlerServer on a private unix socket)
-                     └ protocols (protocols/message: MessageService, ...)
+                     ├ daemon  (node/launch: SpawnedDaemon | AttachedDaemon)
+                     ├ control (daemon/control: DaemonControl, gated by daemon availability)
+                     ├ handler server (daemon/control: HandlerServer on a private unix socket)
+                     ├ SDK messages (protocols/message: MessageService)
+                     ├ discovery (discovery/service: Discovery), which sees it as a NodeInterface
+                     ├ connection upkeep (node/upkeep) and mDNS (node/mdns_link)
+
+It is a :class:`~fabstir_sidecar.node_interface.NodeInterface`: a ``HostService`` or a
+``FabstirClient`` built on it uses only that interface.
 
 Lifecycle (as httpx clients): new → running → closed, never reopened. ``create_node`` and
 ``stop`` must run in the same task (anyio task groups are task-bound); ``async with`` does
@@ -19,8 +24,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -36,27 +40,25 @@ from fabstir_sidecar.core.errors import (
 from fabstir_sidecar.core.multiaddr import split_peer_multiaddr
 from fabstir_sidecar.core.peer_id import PeerId
 from fabstir_sidecar.core.settings import NodeConfig
-from fabstir_sidecar.daemon.binary import find_p2pd
-from fabstir_sidecar.daemon.control import (
-    DaemonControl,
-    HandlerServer,
-    StreamHandler,
-)
-from fabstir_sidecar.daemon.identity import load_or_create_identity
-from fabstir_sidecar.daemon.process import DaemonSpec
+from fabstir_sidecar.daemon.control import DaemonControl, HandlerServer, StreamHandler
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
-from fabstir_sidecar.daemon.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
+from fabstir_sidecar.daemon.supervisor import Daemon, SpawnedDaemon
+from fabstir_sidecar.discovery.config import FinderConfig
 from fabstir_sidecar.discovery.matching import HostCriteria
-from fabstir_sidecar.discovery.mdns import MdnsService, mdns_interfaces
+from fabstir_sidecar.discovery.mdns import MdnsService
 from fabstir_sidecar.discovery.peer_cache import PeerCache
-from fabstir_sidecar.discovery.service import Discovery, FinderSettings
-from fabstir_sidecar.protocols.message import (
-    MessageHandler,
-    MessageService,
-    encode_message,
-    send_message,
-)
+from fabstir_sidecar.discovery.service import Discovery
+from fabstir_sidecar.node.launch import launch_daemon
+from fabstir_sidecar.node.mdns_link import MdnsLink
+from fabstir_sidecar.node.upkeep import BootstrapResult, ConnectionUpkeep
+from fabstir_sidecar.protocols.message import MessageHandler, MessageService, encode_message
+from fabstir_sidecar.protocols.message import send_message as send_sdk_message
 from fabstir_sidecar.protocols.status import HostStatus
+from fabstir_sidecar.rpc.limits import RpcLimits
+from fabstir_sidecar.rpc.server import RequestHandler, serve_requests
+from fabstir_sidecar.wire.messages import PeerInfo
+
+__all__ = ["BootstrapResult", "DiscoveryManager", "NodeState"]
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +68,6 @@ class NodeState(enum.Enum):
     STARTING = "starting"
     RUNNING = "running"
     CLOSED = "closed"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BootstrapResult:
-    address: str
-    peer_id: str
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 class DiscoveryManager:
@@ -90,7 +81,7 @@ class DiscoveryManager:
         self,
         config: NodeConfig | None = None,
         *,
-        finder: FinderSettings | None = None,
+        finder: FinderConfig | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -107,16 +98,14 @@ class DiscoveryManager:
         self._messages = MessageService(
             max_size=config.max_message_size, timeout=config.connection_timeout
         )
-        self._peer_id: str | None = None
-        self._dialed: dict[str, list[str]] = {}  # peer -> addrs we were asked to connect to
+        self._peer_id: PeerId | None = None
         self._last_message_sent: float | None = None  # anyio clock, for stop()'s linger
         self._restart_hooks: list[Callable[[], Awaitable[None]]] = []
         self._start_hooks: list[Callable[[], Awaitable[None]]] = []
-        self.bootstrap_results: list[BootstrapResult] = []
-        self._finder_settings = finder
+        self._finder_config = finder
         self._discovery: Discovery | None = None
-        self._mdns: MdnsService | None = None
-        self._mdns_found = anyio.Event()
+        self._upkeep: ConnectionUpkeep | None = None
+        self._mdns = MdnsLink(config, self._require_control)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,6 +159,7 @@ class DiscoveryManager:
             changes["bootstrap"] = tuple(bootstrap)
         if changes:
             self._config = dataclasses.replace(self._config, **changes)
+            self._mdns = MdnsLink(self._config, self._require_control)
         self._state = NodeState.STARTING
         self._stack = contextlib.AsyncExitStack()
         try:
@@ -189,33 +179,7 @@ class DiscoveryManager:
         self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tg.cancel_scope.cancel)  # runs before the task group exits
 
-        daemon: Daemon
-        if cfg.control_addr is not None:
-            control_addr = cfg.control_addr
-            daemon = AttachedDaemon(control_addr, on_restarted=self._after_daemon_restart)
-        else:
-            control_socket = runtime.file("p2pd.sock")
-            control_addr = f"/unix{control_socket}"
-            identity = cfg.identity_file or runtime.file("identity.key")
-            load_or_create_identity(Path(identity))
-            spec = DaemonSpec(
-                binary=find_p2pd(cfg.p2pd_path),
-                control_socket=control_socket,
-                listen=cfg.listen,
-                announce=cfg.announce,
-                identity_file=Path(identity),
-                enable_dht=cfg.enable_dht,
-                dht_mode=cfg.dht_mode,
-                conn_low=cfg.min_connections,
-                conn_high=cfg.max_connections,
-            )
-            daemon = SpawnedDaemon(
-                spec,
-                start_timeout=cfg.daemon_start_timeout,
-                stop_grace=cfg.daemon_stop_grace,
-                restart=cfg.restart_daemon,
-                on_restarted=self._after_daemon_restart,
-            )
+        daemon, control_addr = launch_daemon(cfg, runtime, self._after_daemon_restart)
         self._daemon = daemon
         self._control = DaemonControl(
             control_addr, gate=daemon.availability.check, request_timeout=cfg.connection_timeout
@@ -229,19 +193,25 @@ class DiscoveryManager:
             stack.push_async_callback(self._unregister_handlers_quietly)
         await self._handlers.add(cfg.message_protocol, self._messages.handle_stream)
 
-        self._peer_id, _ = await self._control.identify()
+        self._peer_id = PeerId((await self._control.identify())[0])
         peer_cache = PeerCache.in_dir(cfg.data_dir)
         stack.callback(peer_cache.save)
-        self._discovery = Discovery(self, settings=self._finder_settings, peer_cache=peer_cache)
+        self._upkeep = ConnectionUpkeep(cfg, self._require_control, peer_cache, self.is_running)
+        self._discovery = Discovery(
+            self,
+            settings=self._finder_config,
+            peer_cache=peer_cache,
+            mdns=self._mdns.live_peers,
+        )
         await self._discovery.start()
         for hook in self._start_hooks:
             await hook()
-        self.bootstrap_results = await self._connect_bootstrap()
-        tg.start_soon(self._maintain_connections)
+        await self._upkeep.connect_bootstrap()
+        tg.start_soon(self._upkeep.run)
         if cfg.enable_mdns:
-            await self._start_mdns(tg)
+            await self._mdns.start(tg, self._peer_id, self.get_addrs)
         if len(peer_cache):
-            tg.start_soon(self._reconnect_cached_peers)
+            tg.start_soon(self._upkeep.reconnect_cached)
         log.info(
             "node started",
             extra={"peer_id": self._peer_id, "attached": cfg.control_addr is not None},
@@ -277,13 +247,12 @@ class DiscoveryManager:
 
     async def _after_daemon_restart(self) -> None:
         """The daemon forgot everything: re-register handlers, re-dial bootstrap and peers."""
-        assert self._handlers is not None
+        assert self._handlers is not None and self._upkeep is not None
         await self._handlers.register_all()
-        results = await self._connect_bootstrap()
-        await self._redial_known()
-        if self._mdns is not None:  # a wildcard listen address may have a new port now
-            with contextlib.suppress(FabstirError):
-                self._mdns.update_addrs(await self.get_addrs())
+        results = await self._upkeep.connect_bootstrap()
+        await self._upkeep.redial_known()
+        with contextlib.suppress(FabstirError):  # a wildcard listen may have a new port now
+            self._mdns.update_addrs(await self.get_addrs())
         for hook in list(self._restart_hooks):
             try:
                 await hook()
@@ -312,8 +281,6 @@ class DiscoveryManager:
         (e.g. a host re-provides its DHT records, which the new daemon does not have)."""
         self._restart_hooks.append(hook)
 
-    # ----------------------------------------------------------------- internals
-
     def _require_control(self) -> DaemonControl:
         if self._state is NodeState.CLOSED:
             raise NodeClosedError()
@@ -321,140 +288,10 @@ class DiscoveryManager:
             raise NodeNotStartedError()
         return self._control
 
-    async def _connect_bootstrap(
-        self, addresses: Sequence[str] | None = None
-    ) -> list[BootstrapResult]:
-        """Dial bootstrap peers concurrently; each result says whether it worked and why not."""
-        results: list[BootstrapResult] = []
-
-        async def dial(address: str) -> None:
-            addr, peer_id = split_peer_multiaddr(address, name="bootstrap")
-            try:
-                await self._require_control().connect(
-                    peer_id, [addr], timeout=self._config.connection_timeout
-                )
-            except FabstirError as exc:
-                log.warning(
-                    "bootstrap peer unreachable", extra={"address": address, "error": str(exc)}
-                )
-                results.append(BootstrapResult(address, peer_id, str(exc)))
-            else:
-                results.append(BootstrapResult(address, peer_id))
-
-        async with anyio.create_task_group() as tg:
-            for address in self._config.bootstrap if addresses is None else addresses:
-                tg.start_soon(dial, address)
-        return results
-
-    async def _start_mdns(self, tg: anyio.abc.TaskGroup) -> None:
-        """libp2p mDNS on the interfaces of our listen addresses only (none for loopback)."""
-        interfaces = mdns_interfaces(self._config.listen)
-        if not interfaces:
-            return
-        self._mdns = MdnsService(
-            peer_id=self.peer_id,
-            addrs=await self.get_addrs(),
-            interfaces=interfaces,
-            on_peer=self._on_mdns_peer,
-            on_peer_removed=self._on_mdns_peer_gone,
-            query_interval=self._config.mdns_interval,
-        )
-        await tg.start(self._mdns.run)
-
-    def _on_mdns_peer(self, peer_id: str, addrs: list[str]) -> None:
-        assert self._discovery is not None and self._tg is not None
-        bare = tuple(a.rpartition("/p2p/")[0] or a for a in addrs)
-        self._discovery.mdns_peers[peer_id] = bare
-        self._mdns_found.set()
-        self._tg.start_soon(self._dial_mdns_peer, peer_id, bare)
-
-    def _on_mdns_peer_gone(self, peer_id: str) -> None:
-        assert self._discovery is not None
-        self._discovery.forget_mdns_peer(peer_id)
-
-    async def _dial_mdns_peer(self, peer_id: str, addrs: tuple[str, ...]) -> None:
-        try:
-            await self._require_control().connect(
-                peer_id, addrs, timeout=self._config.connection_timeout
-            )
-        except FabstirError as exc:
-            log.info("mDNS peer not reachable", extra={"peer": peer_id, "error": str(exc)})
-        else:
-            log.info("connected to mDNS peer", extra={"peer": peer_id})
-
-    async def wait_for_mdns_peer(self, timeout: float) -> bool:
-        """Wait until mDNS found at least one peer (False on timeout or if mDNS is off)."""
-        if self._mdns is None:
-            return False
-        with anyio.move_on_after(timeout):
-            await self._mdns_found.wait()
-        return self._mdns_found.is_set()
+    # ------------------------------------------------ the node interface (roles)
 
     @property
-    def mdns_active(self) -> bool:
-        return self._mdns is not None
-
-    @property
-    def mdns_service(self) -> MdnsService | None:
-        """The running mDNS service (None when mDNS is off or no interface qualifies)."""
-        return self._mdns
-
-    async def _reconnect_cached_peers(self) -> None:
-        """After a restart, dial hosts we knew (the peer cache) without waiting for discovery."""
-        assert self._discovery is not None
-        limiter = anyio.CapacityLimiter(8)
-
-        async def dial(peer_id: str, addrs: tuple[str, ...]) -> None:
-            async with limiter:
-                with contextlib.suppress(FabstirError):
-                    await self._require_control().connect(peer_id, addrs, timeout=5.0)
-
-        async with anyio.create_task_group() as tg:
-            for cached in self._discovery.peer_cache.peers()[:32]:
-                tg.start_soon(dial, cached.peer_id, cached.addrs)
-
-    async def _maintain_connections(self, interval: float = 5.0) -> None:
-        """Retry unreachable bootstrap peers with backoff; when the node has no connection
-        left at all, dial every bootstrap peer, every peer given to ``connect_to_peer`` and
-        the most recent cached hosts again."""
-        backoff = 1.0
-        next_retry = anyio.current_time() + backoff
-        while True:
-            await anyio.sleep(interval if self._config.bootstrap else max(interval, 30.0))
-            if not self.is_running():
-                continue
-            try:
-                connected = await self.get_connected_peers()
-            except FabstirError:
-                continue
-            failed = [r for r in self.bootstrap_results if not r.ok]
-            cached = self._discovery is not None and len(self._discovery.peer_cache) > 0
-            if not connected and (self._config.bootstrap or self._dialed or cached):
-                log.warning("no connections left, reconnecting to known peers")
-                self.bootstrap_results = await self._connect_bootstrap()
-                await self._redial_known()
-                await self._reconnect_cached_peers()
-            elif failed and anyio.current_time() >= next_retry:
-                retried = await self._connect_bootstrap([r.address for r in failed])
-                ok = {r.address for r in retried if r.ok}
-                self.bootstrap_results = [
-                    next((n for n in retried if n.address == r.address), r) if not r.ok else r
-                    for r in self.bootstrap_results
-                ]
-                backoff = 1.0 if ok else min(backoff * 2, 60.0)
-                next_retry = anyio.current_time() + backoff
-
-    async def _redial_known(self) -> None:
-        for peer_id, addrs in list(self._dialed.items()):
-            with contextlib.suppress(FabstirError):
-                await self._require_control().connect(
-                    peer_id, addrs, timeout=self._config.connection_timeout
-                )
-
-    # ------------------------------------------------------------------- the API
-
-    @property
-    def peer_id(self) -> str:
+    def peer_id(self) -> PeerId:
         self._require_control()
         assert self._peer_id is not None
         return self._peer_id
@@ -463,6 +300,50 @@ class DiscoveryManager:
     def control(self) -> DaemonControl:
         """The daemon adapter, for protocol layers built on this node."""
         return self._require_control()
+
+    @property
+    def bootstrap_peers(self) -> tuple[PeerId, ...]:
+        return tuple(split_peer_multiaddr(a, name="bootstrap")[1] for a in self._config.bootstrap)
+
+    async def serve(self, protocol: str, handler: RequestHandler, limits: RpcLimits) -> None:
+        """Answer framed requests of ``protocol`` (the rpc layer applies ``limits``)."""
+        await self.add_stream_handler(
+            protocol,
+            serve_requests(handler, limits),
+            max_concurrent=limits.max_concurrent,
+            max_per_peer=limits.max_per_peer,
+        )
+
+    def spawn(self, work: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``work(*args)`` in the node's task group: it is cancelled when the node stops."""
+        self._require_control()
+        assert self._tg is not None
+        self._tg.start_soon(work, *args)
+
+    def set_local_host(self, host: PeerInfo | None) -> None:
+        self.discovery.set_local_host(host)
+
+    async def add_stream_handler(
+        self,
+        protocol: str,
+        handler: StreamHandler,
+        *,
+        max_concurrent: int = 256,
+        max_per_peer: int = 64,
+    ) -> None:
+        """Serve a raw stream protocol on this node (framed ones: :meth:`serve`)."""
+        self._require_control()
+        assert self._handlers is not None
+        await self._handlers.add(
+            protocol, handler, max_concurrent=max_concurrent, max_per_peer=max_per_peer
+        )
+
+    # ------------------------------------------------------------ the SDK's API
+
+    @property
+    def bootstrap_results(self) -> list[BootstrapResult]:
+        """Whether each bootstrap peer answered, and why not (latest dial of each)."""
+        return list(self._upkeep.results) if self._upkeep is not None else []
 
     @property
     def daemon_pid(self) -> int | None:
@@ -485,14 +366,14 @@ class DiscoveryManager:
         await self._require_control().connect(
             peer_id, [addr], timeout=self._config.connection_timeout
         )
-        self._dialed.setdefault(peer_id, [])
-        if addr not in self._dialed[peer_id]:
-            self._dialed[peer_id].append(addr)
+        assert self._upkeep is not None
+        self._upkeep.remember(peer_id, addr)
         return peer_id
 
     async def disconnect_peer(self, peer_id: str) -> None:
         await self._require_control().disconnect(peer_id)
-        self._dialed.pop(peer_id, None)
+        if self._upkeep is not None:
+            self._upkeep.forget(peer_id)
 
     async def get_connected_peers(self) -> list[str]:
         peers = await self._require_control().list_peers()
@@ -515,7 +396,7 @@ class DiscoveryManager:
             peer_id = await self.connect_to_peer(peer_id)
         else:
             PeerId.parse(peer_id)
-        await send_message(
+        await send_sdk_message(
             control,
             peer_id,
             message,
@@ -525,27 +406,11 @@ class DiscoveryManager:
         )
         self._last_message_sent = anyio.current_time()
 
-    async def add_stream_handler(
-        self,
-        protocol: str,
-        handler: StreamHandler,
-        *,
-        max_concurrent: int = 256,
-        max_per_peer: int = 64,
-    ) -> None:
-        """Serve another protocol on this node (used by the protocol layers)."""
-        self._require_control()
-        assert self._handlers is not None
-        await self._handlers.add(
-            protocol, handler, max_concurrent=max_concurrent, max_per_peer=max_per_peer
-        )
-
     @property
-    def task_group(self) -> anyio.abc.TaskGroup:
-        """The node's task group, for background work that must end when the node stops."""
-        self._require_control()
-        assert self._tg is not None
-        return self._tg
+    def message_stats(self) -> dict[str, int]:
+        return {"received": self._messages.received, "refused": self._messages.refused}
+
+    # --------------------------------------------------------------- discovery
 
     @property
     def discovery(self) -> Discovery:
@@ -562,6 +427,15 @@ class DiscoveryManager:
         """The best host for ``criteria`` (PROTOCOL.md section 6)."""
         return await self.discovery.find_host(criteria)
 
+    async def wait_for_mdns_peer(self, timeout: float) -> bool:
+        """Wait until mDNS found at least one peer (False on timeout or if mDNS is off)."""
+        return await self._mdns.wait_for_peer(timeout)
+
     @property
-    def message_stats(self) -> dict[str, int]:
-        return {"received": self._messages.received, "refused": self._messages.refused}
+    def mdns_active(self) -> bool:
+        return self._mdns.active
+
+    @property
+    def mdns_service(self) -> MdnsService | None:
+        """The running mDNS service (None when mDNS is off or no interface qualifies)."""
+        return self._mdns.service

@@ -10,7 +10,11 @@ failure.
 from __future__ import annotations
 
 from fabstir_sidecar.backend import BackendError
-from fabstir_sidecar.core.errors import MalformedMessageError
+from fabstir_sidecar.core.errors import (
+    ConnectionLostError,
+    JobOutcomeUnknownError,
+    MalformedMessageError,
+)
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.protocols.job import JobEvent, JobHost
@@ -79,7 +83,10 @@ def inference_handler(host: JobHost) -> RequestHandler:
 async def request_inference(
     control: DaemonControl, peer_id: str, request: InferenceRequest, *, timeout: float
 ) -> InferenceResponse:
-    frame = await call(control, peer_id, ids.INFERENCE, request.to_json(), timeout=timeout)
+    try:
+        frame = await call(control, peer_id, ids.INFERENCE, request.to_json(), timeout=timeout)
+    except ConnectionLostError as exc:  # the request went out: the host may have run it
+        raise JobOutcomeUnknownError(request.request_id, peer_id=peer_id, cause=exc) from exc
     response = InferenceResponse.from_json(frame)
     if response.request_id != request.request_id:
         raise MalformedMessageError(

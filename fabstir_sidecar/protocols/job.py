@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from fabstir_sidecar.backend import Backend, BackendError
-from fabstir_sidecar.core.errors import JobRejectedError, MalformedMessageError, RemoteError
+from fabstir_sidecar.core.errors import (
+    ConnectionLostError,
+    HostBusyError,
+    JobOutcomeUnknownError,
+    JobRejectedError,
+    MalformedMessageError,
+    RemoteError,
+)
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.rpc.client import open_request
@@ -30,6 +37,9 @@ from fabstir_sidecar.wire.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+BUSY_CODES = frozenset({"busy", "shutting_down"})
+"""Rejection codes that mean "not now": the job did not run and may be sent again."""
 
 Outcome = Literal["result", "rejected", "error"]
 
@@ -112,11 +122,19 @@ async def job_frames(
     *,
     timeout: float,
 ) -> AsyncGenerator[JobToken | JobResult, None]:
-    """Yield the host's token frames, then its result. Rejections and errors raise."""
+    """Yield the host's token frames, then its result. Rejections and errors raise.
+
+    Once the request frame is written the host may run the job: an exchange that breaks after
+    that raises :class:`JobOutcomeUnknownError`, never a retryable error. A ``busy`` or
+    ``shutting_down`` answer raises :class:`HostBusyError` (the job did not run).
+    """
     exchange = await open_request(control, peer_id, ids.JOB, request.to_json(), timeout=timeout)
     async with exchange:
         while True:
-            frame = await exchange.receive()
+            try:
+                frame = await exchange.receive()
+            except ConnectionLostError as exc:
+                raise JobOutcomeUnknownError(request.job_id, peer_id=peer_id, cause=exc) from exc
             response = parse_job_response(frame)
             if response.job_id not in (None, request.job_id):
                 raise MalformedMessageError(
@@ -128,6 +146,8 @@ async def job_frames(
                 yield response
                 return
             elif isinstance(response, JobRejected):
+                if response.reason in BUSY_CODES:  # the code, once hosts send one
+                    raise HostBusyError(response.reason, response.reason, peer_id=peer_id)
                 raise JobRejectedError(response.reason, peer_id=peer_id)
             else:
                 raise RemoteError(response.code, response.message, peer_id=peer_id)

@@ -7,7 +7,12 @@ from typing import Any
 
 import anyio
 
-from fabstir_sidecar.core.errors import FabstirTimeoutError, RemoteError
+from fabstir_sidecar.core.errors import (
+    FabstirTimeoutError,
+    HostBusyError,
+    PeerUnreachableError,
+    RemoteError,
+)
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.stream import DaemonStream
 from fabstir_sidecar.rpc.frames import read_buffered_frame, read_frame
@@ -70,9 +75,9 @@ async def open_request(
     try:
         with anyio.fail_after(timeout):
             stream = await control.open_stream(peer_id, [protocol], timeout=timeout)
-    except TimeoutError:
-        raise FabstirTimeoutError(
-            f"opening {protocol} to {peer_id} took over {timeout:.1f}s"
+    except TimeoutError:  # nothing was sent: safe to retry, unlike a timeout after sending
+        raise PeerUnreachableError(
+            f"opening {protocol} to {peer_id} took over {timeout:.1f}s", peer_id=peer_id
         ) from None
     try:
         await stream.send(frame)
@@ -83,9 +88,12 @@ async def open_request(
 
 
 def raise_if_error(frame: Mapping[str, Any], *, peer_id: str) -> None:
-    """Turn an ``error`` frame into RemoteError (the peer's code and message)."""
+    """Turn an ``error`` frame into RemoteError (the peer's code and message), or into
+    HostBusyError for ``busy`` (the request was refused unread, so it may be sent again)."""
     if frame.get("type") == "error":
         err = ErrorMessage.from_json(frame)
+        if err.code == "busy":
+            raise HostBusyError(err.code, err.message, peer_id=peer_id)
         raise RemoteError(err.code, err.message, peer_id=peer_id)
 
 

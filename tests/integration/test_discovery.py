@@ -25,12 +25,12 @@ import anyio.abc
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.errors import NoMatchingHostError
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.identity import load_or_create_identity
+from fabstir_sidecar.discovery.config import FinderConfig
 from fabstir_sidecar.discovery.matching import CRITERIA, HostCriteria, rank_key
-from fabstir_sidecar.discovery.service import FinderSettings
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
@@ -156,7 +156,7 @@ async def find_all_hosts(
 
 async def hold_a_job(boot: DiscoveryManager, host: RunningHost) -> None:
     """A job that runs until the network stops (the host's backend is slow)."""
-    client = FabstirClient(boot, retry=RetryPolicy.none(), job_timeout=3600)
+    client = FabstirClient(boot, retry=RetryConfig.none(), job_timeout=3600)
     with contextlib.suppress(Exception):
         await client.run_job(host.peer_id, host.spec.models[0], "hold this slot")
 
@@ -387,7 +387,7 @@ def test_a_burst_of_find_host_calls_is_coalesced(net: Network) -> None:
     criteria = HostCriteria(required_models=(LLAMA,))
 
     async def body() -> None:
-        async with net.client_node(finder=FinderSettings(status_ttl=ttl)) as warm:
+        async with net.client_node(finder=FinderConfig(status_ttl=ttl)) as warm:
             # Warm: connected to the hosts, which are in its peer cache.
             async def llama_hosts() -> bool:
                 with contextlib.suppress(NoMatchingHostError):
@@ -418,7 +418,7 @@ def test_a_burst_of_find_host_calls_is_coalesced(net: Network) -> None:
 
 def test_status_queries_per_lookup_are_bounded(net: Network) -> None:
     async def body() -> None:
-        async with net.client_node(finder=FinderSettings(max_queries=3)) as bounded:
+        async with net.client_node(finder=FinderConfig(max_queries=3)) as bounded:
             before = bounded.discovery.status_queries
             ranked = await bounded.find_hosts()
             lookup = bounded.discovery.last_lookup
@@ -531,9 +531,7 @@ def test_a_slow_peer_does_not_hold_up_a_discovery_answer(net: Network) -> None:
     async def body() -> None:
         async with contextlib.AsyncExitStack() as stack:
             boot = await stack.enter_async_context(
-                DiscoveryManager(
-                    net.base, enable_dht=False, finder=FinderSettings(exchange_wait=0.3)
-                )
+                DiscoveryManager(net.base, enable_dht=False, finder=FinderConfig(exchange_wait=0.3))
             )
             boot_addr = (await boot.get_addrs())[0]
             slow_node = await stack.enter_async_context(
@@ -578,7 +576,7 @@ def test_exchange_slots_go_to_a_reachable_bootstrap_first(net: Network, tmp_path
         async with net.client_node(
             bootstrap=(*dead, net.boot_addr),
             enable_dht=False,
-            finder=FinderSettings(exchange_peers=1),
+            finder=FinderConfig(exchange_peers=1),
         ) as client:
             assert sorted(r.ok for r in client.bootstrap_results) == [False, False, True]
             ranked = await client.find_hosts(HostCriteria(required_models=(LLAMA,)))
@@ -590,7 +588,7 @@ def test_exchange_slots_go_to_a_reachable_bootstrap_first(net: Network, tmp_path
 
 def test_a_non_host_is_skipped_for_not_a_host_ttl(net: Network) -> None:
     async def body() -> None:
-        settings = FinderSettings(status_ttl=0.2, not_a_host_ttl=60.0)
+        settings = FinderConfig(status_ttl=0.2, not_a_host_ttl=60.0)
         async with net.client_node(finder=settings) as fresh:
             await fresh.find_hosts()
             assert fresh.discovery.not_a_host(net.boot.peer_id)

@@ -15,7 +15,7 @@ import pytest
 
 from fabstir_sidecar import __version__
 from fabstir_sidecar.backend import Backend, Completion
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.errors import (
     JobRejectedError,
     MalformedMessageError,
@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 LLAMA = "llama-3.2-1b-instruct"
 MISTRAL = "mistral-7b"
 TEST_DEADLINE = 30.0
-FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)
+FAST_RETRY = RetryConfig(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    p2pd_path: str, *, retry: RetryPolicy = FAST_RETRY, backend_a: Backend | None = None
+    p2pd_path: str, *, retry: RetryConfig = FAST_RETRY, backend_a: Backend | None = None
 ) -> AsyncIterator[Cluster]:
     async with (
         running_host(p2pd_path, config_b()) as b,
@@ -217,7 +217,7 @@ async def test_max_tokens_truncates_with_finish_reason_length(p2pd_path: str) ->
 
 
 async def test_model_not_served_is_rejected_and_not_retried(p2pd_path: str) -> None:
-    slow_retry = RetryPolicy(attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0)
+    slow_retry = RetryConfig(attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0)
     with anyio.fail_after(TEST_DEADLINE):
         async with cluster(p2pd_path, retry=slow_retry) as c:
             await c.client.get_status(c.addr_b)  # connected: the timing below is the job's
@@ -275,7 +275,7 @@ async def test_busy_host_rejects_a_concurrent_job(p2pd_path: str) -> None:
 
 
 async def test_backend_failure_is_internal_and_the_host_lives_on(p2pd_path: str) -> None:
-    slow_retry = RetryPolicy(attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0)
+    slow_retry = RetryConfig(attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0)
     with anyio.fail_after(TEST_DEADLINE):
         async with cluster(p2pd_path, retry=slow_retry, backend_a=EchoBackend(fail_on="boom")) as c:
             await c.client.get_status(c.addr_a)
@@ -305,7 +305,7 @@ async def test_backend_failure_is_internal_and_the_host_lives_on(p2pd_path: str)
 
 
 async def test_inference_protocol(p2pd_path: str) -> None:
-    slow_retry = RetryPolicy(attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0)
+    slow_retry = RetryConfig(attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0)
     with anyio.fail_after(TEST_DEADLINE):
         async with cluster(p2pd_path, retry=slow_retry) as c:
             response = await c.client.infer(
@@ -408,7 +408,7 @@ async def test_job_retries_across_a_host_restart(p2pd_path: str, tmp_path: Path)
             # outlast that window (attempts=6 with max_backoff_s=1.0 waits only ~4 s in all).
             client = FabstirClient(
                 client_node,
-                retry=RetryPolicy(
+                retry=RetryConfig(
                     attempts=10, initial_backoff_s=0.2, max_backoff_s=1.0, max_total_s=20.0
                 ),
                 job_timeout=5.0,

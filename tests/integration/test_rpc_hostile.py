@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.errors import StreamClosedError
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.stream import DaemonStream
@@ -125,7 +125,7 @@ async def arena(p2pd_path: str, *, backend: EchoBackend | None = None) -> AsyncI
         await host.start()
         _, addrs = await victim.control.identify()
         await attacker.connect(victim.peer_id, list(addrs), timeout=5.0)
-        honest = FabstirClient(honest_node, retry=RetryPolicy.none(), job_timeout=10.0)
+        honest = FabstirClient(honest_node, retry=RetryConfig.none(), job_timeout=10.0)
         yield Arena(victim, host, (await victim.get_addrs())[0], attacker, honest)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from fabstir_sidecar.client import FabstirClient, RetryPolicy
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.errors import (
     ConfigError,
     DaemonUnavailableError,
@@ -29,7 +29,7 @@ from fabstir_sidecar.core.errors import (
 pytestmark = pytest.mark.anyio
 
 DEADLINE = 10.0
-FAST = RetryPolicy(attempts=4, initial_backoff_s=0.001, max_backoff_s=0.005)
+FAST = RetryConfig(attempts=4, initial_backoff_s=0.001, max_backoff_s=0.005)
 
 TRANSIENT: list[Callable[[int], FabstirError]] = [
     lambda n: PeerUnreachableError(f"dial failed {n}", peer_id="p"),
@@ -59,7 +59,7 @@ PERMANENT_IDS = [
 ]
 
 
-def make_client(policy: RetryPolicy) -> FabstirClient:
+def make_client(policy: RetryConfig) -> FabstirClient:
     node = SimpleNamespace(config=SimpleNamespace(connection_timeout=5.0))
     return FabstirClient(node, retry=policy)  # type: ignore[arg-type]
 
@@ -118,7 +118,7 @@ async def test_exhaustion_lists_mixed_failures_in_order() -> None:
         StreamClosedError("stream reset"),
     ]
     attempt = Attempts(errors)
-    policy = RetryPolicy(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.005)
+    policy = RetryConfig(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.005)
     with anyio.fail_after(DEADLINE), pytest.raises(RetryExhaustedError) as info:
         await make_client(policy)._retrying("status of p", attempt)
     assert info.value.failures == errors
@@ -133,7 +133,7 @@ async def test_exhaustion_lists_mixed_failures_in_order() -> None:
 async def test_a_single_attempt_policy_still_reports_the_failure() -> None:
     attempt = Attempts([PeerUnreachableError("no addresses", peer_id="p")])
     with anyio.fail_after(DEADLINE), pytest.raises(RetryExhaustedError) as info:
-        await make_client(RetryPolicy.none())._retrying("job", attempt)
+        await make_client(RetryConfig.none())._retrying("job", attempt)
     assert attempt.calls == 1
     assert len(info.value.failures) == 1
     assert "no addresses" in str(info.value)
@@ -142,7 +142,7 @@ async def test_a_single_attempt_policy_still_reports_the_failure() -> None:
 @pytest.mark.parametrize("error", PERMANENT, ids=PERMANENT_IDS)
 async def test_permanent_failures_are_never_retried(error: BaseException) -> None:
     attempt = Attempts([error, error, error])
-    policy = RetryPolicy(attempts=5, initial_backoff_s=1.0, max_backoff_s=1.0)
+    policy = RetryConfig(attempts=5, initial_backoff_s=1.0, max_backoff_s=1.0)
     started = time.monotonic()
     with anyio.fail_after(DEADLINE), pytest.raises(type(error)) as info:
         await make_client(policy)._retrying("job", attempt)
@@ -164,7 +164,7 @@ async def test_a_permanent_failure_after_transient_ones_stops_the_retries(
 
 async def test_max_total_time_stops_the_retries_before_the_attempts_run_out() -> None:
     attempt = Attempts([PeerUnreachableError(f"refused {n}") for n in range(1000)])
-    policy = RetryPolicy(attempts=1000, max_total_s=0.4, initial_backoff_s=0.05, max_backoff_s=0.05)
+    policy = RetryConfig(attempts=1000, max_total_s=0.4, initial_backoff_s=0.05, max_backoff_s=0.05)
     started = time.monotonic()
     with anyio.fail_after(DEADLINE), pytest.raises(RetryExhaustedError) as info:
         await make_client(policy)._retrying("job", attempt)
@@ -180,7 +180,7 @@ async def test_backoff_starts_at_the_initial_backoff_and_doubles() -> None:
     jitter of up to 1 s would make every wait here close to half a second or more)."""
     initial = 0.02
     attempt = Attempts([StreamClosedError(f"reset {n}") for n in range(4)])
-    policy = RetryPolicy(attempts=4, initial_backoff_s=initial, max_backoff_s=5.0)
+    policy = RetryConfig(attempts=4, initial_backoff_s=initial, max_backoff_s=5.0)
     with anyio.fail_after(DEADLINE), pytest.raises(RetryExhaustedError):
         await make_client(policy)._retrying("job", attempt)
     gaps = [b - a for a, b in itertools.pairwise(attempt.times)]
@@ -193,7 +193,7 @@ async def test_backoff_starts_at_the_initial_backoff_and_doubles() -> None:
 async def test_backoff_never_exceeds_the_maximum() -> None:
     initial, cap = 0.05, 0.1
     attempt = Attempts([StreamClosedError(f"reset {n}") for n in range(5)])
-    policy = RetryPolicy(attempts=5, initial_backoff_s=initial, max_backoff_s=cap)
+    policy = RetryConfig(attempts=5, initial_backoff_s=initial, max_backoff_s=cap)
     with anyio.fail_after(DEADLINE), pytest.raises(RetryExhaustedError):
         await make_client(policy)._retrying("job", attempt)
     gaps = [b - a for a, b in itertools.pairwise(attempt.times)]
@@ -204,7 +204,7 @@ async def test_backoff_never_exceeds_the_maximum() -> None:
 
 async def test_success_on_the_first_attempt_does_not_wait() -> None:
     attempt = Attempts([], result={"content": "x"})
-    policy = RetryPolicy(attempts=3, initial_backoff_s=1.0, max_backoff_s=1.0)
+    policy = RetryConfig(attempts=3, initial_backoff_s=1.0, max_backoff_s=1.0)
     started = time.monotonic()
     with anyio.fail_after(DEADLINE):
         assert await make_client(policy)._retrying("job", attempt) == {"content": "x"}
@@ -214,7 +214,7 @@ async def test_success_on_the_first_attempt_does_not_wait() -> None:
 
 async def test_cancellation_during_backoff_is_not_swallowed() -> None:
     attempt = Attempts([StreamClosedError(f"reset {n}") for n in range(10)])
-    policy = RetryPolicy(attempts=10, initial_backoff_s=5.0, max_backoff_s=5.0)
+    policy = RetryConfig(attempts=10, initial_backoff_s=5.0, max_backoff_s=5.0)
     with anyio.fail_after(DEADLINE):
         with anyio.move_on_after(0.2) as scope:
             await make_client(policy)._retrying("job", attempt)

@@ -25,8 +25,11 @@ from fabstir_sidecar.core.errors import (
     ProtocolNotSupportedError,
 )
 from fabstir_sidecar.discovery import service as service_mod
+from fabstir_sidecar.discovery import sources as sources_mod
+from fabstir_sidecar.discovery.config import FinderConfig
 from fabstir_sidecar.discovery.matching import HostCriteria
-from fabstir_sidecar.discovery.service import Discovery, FinderSettings, exchange_order
+from fabstir_sidecar.discovery.service import Discovery
+from fabstir_sidecar.discovery.sources import exchange_order
 from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.wire.messages import BadRequestError, Host, PeerInfo
 from tests.netns.dnswire import fake_peer_id
@@ -40,12 +43,6 @@ ME = fake_peer_id()
 class Listed:
     peer_id: str
     addrs: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass
-class Boot:
-    peer_id: str
-    ok: bool = True
 
 
 class FakeControl:
@@ -75,18 +72,22 @@ class FakeConfig:
 
 
 class FakeNode:
+    """The parts of ``NodeInterface`` that Discovery uses."""
+
     def __init__(self) -> None:
         self.peer_id = ME
         self.control = FakeControl()
         self.config = FakeConfig()
-        self.bootstrap_results: list[Boot] = []
-        self.mdns_service: Any = None
+        self.bootstrap_peers: tuple[str, ...] = ()
+        self.served: list[str] = []
         self._tg: anyio.abc.TaskGroup | None = None
 
-    @property
-    def task_group(self) -> anyio.abc.TaskGroup:
+    async def serve(self, protocol: str, handler: Any, limits: Any) -> None:
+        self.served.append(protocol)
+
+    def spawn(self, work: Any, *args: Any) -> None:
         assert self._tg is not None
-        return self._tg
+        self._tg.start_soon(work, *args)
 
 
 def host(peer_id: str, *models: str) -> HostStatus:
@@ -142,14 +143,14 @@ class Network:
 def net(monkeypatch: pytest.MonkeyPatch) -> Network:
     network = Network()
     monkeypatch.setattr(service_mod, "request_status", network.request_status)
-    monkeypatch.setattr(service_mod, "request_discovery", network.request_discovery)
+    monkeypatch.setattr(sources_mod, "request_discovery", network.request_discovery)
     return network
 
 
 @asynccontextmanager
-async def discovery(**settings: Any) -> AsyncIterator[tuple[Discovery, FakeNode]]:
+async def discovery(mdns: Any = None, **settings: Any) -> AsyncIterator[tuple[Discovery, FakeNode]]:
     node = FakeNode()
-    found = Discovery(node, settings=FinderSettings(**settings))  # type: ignore[arg-type]
+    found = Discovery(node, settings=FinderConfig(**settings), mdns=mdns)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
         node._tg = tg
         yield found, node
@@ -221,7 +222,7 @@ async def test_lookups_skip_known_non_hosts_without_spending_the_budget(net: Net
     net.hosts.update({h1: host(h1), h2: host(h2)})
     async with discovery(status_ttl=0.05, max_queries=2) as (found, node):
         node.control.connected = [boot, h1, h2]
-        node.bootstrap_results = [Boot(boot)]
+        node.bootstrap_peers = (boot,)
         first = await found.match(HostCriteria())
         stats = found.last_lookup
         assert [s.host.peer_id for s in first.ranked] == [h1]  # the budget: boot and h1
@@ -290,7 +291,7 @@ def test_exchange_order_prefers_connected_peers() -> None:
 async def test_exchange_slots_go_to_connected_peers_first(net: Network) -> None:
     dead, live, c1, c2 = (fake_peer_id() for _ in range(4))
     async with discovery(exchange_peers=3) as (found, node):
-        node.bootstrap_results = [Boot(dead, ok=False), Boot(live)]
+        node.bootstrap_peers = (dead, live)
         node.control.connected = [c1, live, c2]
         await found.gather_candidates([])
     assert sorted(net.exchange_asked) == sorted([live, c1, c2])
@@ -338,22 +339,15 @@ async def test_candidate_lists_are_reused_for_candidates_ttl(net: Network) -> No
 # ------------------------------------------------------------------------ mDNS
 
 
-class FakeMdns:
-    def __init__(self, peers: dict[str, list[str]]) -> None:
-        self.peers = peers
-
-
-async def test_mdns_peers_that_left_are_no_candidates(net: Network) -> None:
+async def test_mdns_candidates_are_what_the_mdns_source_hears_now(net: Network) -> None:
     stays, leaves = fake_peer_id(), fake_peer_id()
-    async with discovery() as (found, node):
-        found.mdns_peers = {stays: ("/ip4/10.0.0.2/tcp/1",), leaves: ("/ip4/10.0.0.3/tcp/1",)}
-        node.mdns_service = FakeMdns({stays: [f"/ip4/10.0.0.2/tcp/1/p2p/{stays}"]})
+    heard = {stays: ("/ip4/10.0.0.2/tcp/1",), leaves: ("/ip4/10.0.0.3/tcp/1",)}
+    async with discovery(mdns=lambda: dict(heard), candidates_ttl=0.0) as (found, _):
+        assert set(await found.gather_candidates([])) == {stays, leaves}
+        del heard[leaves]  # it said goodbye, or its records expired
         candidates = await found.gather_candidates([])
         assert stays in candidates and leaves not in candidates
         assert found.last_lookup.sources["mdns"] == 1
-        assert set(found.mdns_peers) == {stays}
-        found.forget_mdns_peer(stays)  # what MdnsService's on_peer_removed reports
-        assert found.mdns_peers == {}
 
 
 # ------------------------------------------------------- discovery responder
