@@ -28,9 +28,11 @@ from fabstir_sidecar.discovery.mdns import (
     encode_txt_rdata,
     local_ipv4_interfaces,
     mdns_interfaces,
+    packets,
     parse_dnsaddr_txt,
     random_peer_name,
 )
+from fabstir_sidecar.discovery.mdns.service import Link
 from tests.netns import dnswire
 
 ME = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
@@ -215,10 +217,10 @@ def iface_sock() -> Iterator[socket.socket]:
     sock.close()
 
 
-def attach(service: MdnsService, sock: socket.socket) -> mdns._Interface:
+def attach(service: MdnsService, sock: socket.socket) -> Link:
     """Make the service believe it runs on LAN_IP, without opening any socket."""
-    iface = mdns._Interface(LAN_IP, sock, service._txt_for(LAN_IP))
-    service._ifaces = [iface]
+    iface = Link(LAN_IP, sock, service._txt_for(LAN_IP))
+    service._links = [iface]
     service._running = True
     return iface
 
@@ -260,7 +262,7 @@ def test_response_packet_layout() -> None:
     service = make_service()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        iface = mdns._Interface(LAN_IP, sock, service._txt_for(LAN_IP))
+        iface = Link(LAN_IP, sock, service._txt_for(LAN_IP))
         [packet] = service._response(iface)
     finally:
         sock.close()
@@ -273,7 +275,7 @@ def test_response_packet_layout() -> None:
     [txt] = msg.additionals
     assert (txt.name, txt.type, txt.cls, txt.ttl) == (instance, 16, 0x8001, 120)
     assert txt.strings == [f"dnsaddr=/ip4/{LAN_IP}/tcp/4001/p2p/{ME}".encode()]
-    [query] = service._build_query()
+    [query] = packets.build_query()
     assert dnswire.decode(query).questions == [(dnswire.SERVICE, 12, 1)]
 
 
@@ -433,7 +435,7 @@ async def test_update_addrs_withdraws_when_nothing_is_left(
 async def test_own_looped_back_query_is_not_answered(iface_sock: socket.socket) -> None:
     service = make_service()
     iface = attach(service, iface_sock)
-    [query] = service._build_query()
+    [query] = packets.build_query()
     iface.own_queries, iface.own_queries_until = 1, anyio.current_time() + 1.0
     service._handle_packet(iface, query, (LAN_IP, 5353))  # our copy: skipped once
     assert not iface.wake.is_set() and iface.own_queries == 0
