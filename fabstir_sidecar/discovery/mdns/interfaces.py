@@ -52,7 +52,8 @@ def local_ipv4_interfaces() -> dict[str, str]:
     if not _IS_LINUX:
         return {}
     result: dict[str, str] = {}
-    for adapter in ifaddr.get_adapters():
+    adapters = sorted(ifaddr.get_adapters(), key=lambda a: (a.index is None, a.index or 0))
+    for adapter in adapters:  # in interface index order, as the kernel lists them
         ipv4 = [ip.ip for ip in adapter.ips if isinstance(ip.ip, str)]
         if not ipv4 or adapter.name in result or not _usable(_flags(adapter.name)):
             continue
