@@ -12,28 +12,19 @@ import dataclasses
 import secrets
 import struct
 
+import base58
+
 TYPE_PTR = 12
 TYPE_TXT = 16
 CLASS_IN = 1
 CACHE_FLUSH = 0x8000
 SERVICE = "_p2p._udp.local"
 
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58encode(data: bytes) -> str:
-    num = int.from_bytes(data, "big")
-    out = ""
-    while num:
-        num, rem = divmod(num, 58)
-        out = _B58[rem] + out
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
-
 
 def fake_peer_id() -> str:
     """A well-formed Ed25519 peer id (identity multihash of a protobuf public key)."""
     key = b"\x08\x01\x12\x20" + secrets.token_bytes(32)
-    return b58encode(b"\x00" + bytes([len(key)]) + key)
+    return base58.b58encode(b"\x00" + bytes([len(key)]) + key).decode()
 
 
 # ------------------------------------------------------------------------ encoding

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zeroconf._protocol.incoming import DNSIncoming
+from zeroconf import DNSIncoming
 
 from tests.netns import dnswire
 from tests.netns.conftest import Lan, Proc, assert_namespaces_empty

@@ -13,6 +13,7 @@ import string
 from collections.abc import Iterator
 
 import anyio
+import ifaddr
 import pytest
 
 from fabstir_sidecar.core.errors import ConfigError, InvalidMultiaddrError
@@ -26,11 +27,14 @@ from fabstir_sidecar.discovery.mdns import (
     build_txt,
     decode_txt_rdata,
     encode_txt_rdata,
+    interfaces,
     local_ipv4_interfaces,
     mdns_interfaces,
+    packets,
     parse_dnsaddr_txt,
     random_peer_name,
 )
+from fabstir_sidecar.discovery.mdns.service import Link
 from tests.netns import dnswire
 
 ME = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
@@ -190,6 +194,47 @@ def test_local_ipv4_interfaces_excludes_loopback() -> None:
         socket.inet_aton(ip)
 
 
+def test_local_ipv4_interfaces_filters_by_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    def adapter(name: str, *ips: str | tuple[str, int, int]) -> ifaddr.Adapter:
+        return ifaddr.Adapter(name, name, [ifaddr.IP(ip, 24, name) for ip in ips])
+
+    up, loop, mcast = 0x1, 0x8, 0x1000
+    flags = {"eth0": up | mcast, "lo": up | loop | mcast, "wg0": up, "eth1": mcast}
+    flags |= {"eth2": up | mcast, "v6only": up | mcast}
+    adapters = [
+        adapter("lo", "127.0.0.1"),
+        adapter("eth0", ("fe80::1", 0, 2), "192.168.7.10", "192.168.7.11"),  # first v4 wins
+        adapter("wg0", "10.8.0.1"),  # no multicast: not used
+        adapter("eth1", "10.9.0.1"),  # down
+        adapter("eth2", "10.1.2.3"),
+        adapter("v6only", ("fd00::1", 0, 0)),
+        adapter("gone", "10.3.3.3"),  # vanished: no flags
+    ]
+    monkeypatch.setattr(ifaddr, "get_adapters", lambda: adapters)
+    monkeypatch.setattr(interfaces, "_flags", flags.get)
+    assert interfaces.local_ipv4_interfaces() == {"eth0": "192.168.7.10", "eth2": "10.1.2.3"}
+
+
+def test_interface_flags_are_read_from_sysfs() -> None:
+    assert interfaces._flags("lo") in (None, *range(0x8, 0x10000))  # loopback bit if present
+    assert interfaces._flags("../etc") is None
+    assert interfaces._flags("") is None
+
+
+def test_parse_packet_shapes() -> None:
+    query = packets.parse_packet(dnswire.rust_query(), SRC)
+    assert query == packets.Query(asks_service=True, known={})
+    peer = dnswire.fake_peer_id()
+    addr = f"/ip4/192.168.7.20/tcp/1/p2p/{peer}"
+    response = packets.parse_packet(dnswire.js_response("J" * 32, [addr], ttl=7), SRC)
+    instance = f"{'J' * 32}.{SERVICE_NAME}".lower()
+    assert response == packets.Response(
+        {instance: 7}, {instance: ([f"dnsaddr={addr}".encode()], 7)}
+    )
+    other_opcode = dnswire.header(0, 0x0800, 1, 0, 0, 0) + dnswire.question(dnswire.SERVICE)
+    assert packets.parse_packet(other_opcode, SRC) is None
+
+
 # ------------------------------------------------------------ service (no I/O)
 
 
@@ -215,10 +260,10 @@ def iface_sock() -> Iterator[socket.socket]:
     sock.close()
 
 
-def attach(service: MdnsService, sock: socket.socket) -> mdns._Interface:
+def attach(service: MdnsService, sock: socket.socket) -> Link:
     """Make the service believe it runs on LAN_IP, without opening any socket."""
-    iface = mdns._Interface(LAN_IP, sock, service._txt_for(LAN_IP))
-    service._ifaces = [iface]
+    iface = Link(LAN_IP, sock, service._txt_for(LAN_IP))
+    service._links = [iface]
     service._running = True
     return iface
 
@@ -260,7 +305,7 @@ def test_response_packet_layout() -> None:
     service = make_service()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        iface = mdns._Interface(LAN_IP, sock, service._txt_for(LAN_IP))
+        iface = Link(LAN_IP, sock, service._txt_for(LAN_IP))
         [packet] = service._response(iface)
     finally:
         sock.close()
@@ -273,7 +318,7 @@ def test_response_packet_layout() -> None:
     [txt] = msg.additionals
     assert (txt.name, txt.type, txt.cls, txt.ttl) == (instance, 16, 0x8001, 120)
     assert txt.strings == [f"dnsaddr=/ip4/{LAN_IP}/tcp/4001/p2p/{ME}".encode()]
-    [query] = service._build_query()
+    [query] = packets.build_query()
     assert dnswire.decode(query).questions == [(dnswire.SERVICE, 12, 1)]
 
 
@@ -433,7 +478,7 @@ async def test_update_addrs_withdraws_when_nothing_is_left(
 async def test_own_looped_back_query_is_not_answered(iface_sock: socket.socket) -> None:
     service = make_service()
     iface = attach(service, iface_sock)
-    [query] = service._build_query()
+    [query] = packets.build_query()
     iface.own_queries, iface.own_queries_until = 1, anyio.current_time() + 1.0
     service._handle_packet(iface, query, (LAN_IP, 5353))  # our copy: skipped once
     assert not iface.wake.is_set() and iface.own_queries == 0
