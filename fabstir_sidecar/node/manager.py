@@ -37,11 +37,8 @@ from fabstir_sidecar.core.multiaddr import split_peer_multiaddr
 from fabstir_sidecar.core.peer_id import PeerId
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.binary import find_p2pd
-from fabstir_sidecar.daemon.control import (
-    DaemonControl,
-    HandlerServer,
-    StreamHandler,
-)
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.handlers import HandlerServer, StreamHandler
 from fabstir_sidecar.daemon.identity import load_or_create_identity
 from fabstir_sidecar.daemon.process import DaemonSpec
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir

@@ -13,15 +13,19 @@ from fabstir_sidecar.core.errors import (
     PeerUnreachableError,
     ProtocolNotSupportedError,
 )
-from fabstir_sidecar.daemon.control import (
-    _handler_request,
-    classify_daemon_error,
-    decode_varint,
-    encode_varint,
-    peer_id_from_bytes,
-    peer_id_to_bytes,
-    unix_multiaddr_bytes,
-)
+from fabstir_sidecar.core.peer_id import PeerId
+from fabstir_sidecar.core.varint import decode_uvarint as decode_varint
+from fabstir_sidecar.core.varint import encode_uvarint as encode_varint
+from fabstir_sidecar.daemon.codec import handler_request as _handler_request
+from fabstir_sidecar.daemon.codec import split_delimited, unix_multiaddr_bytes
+from fabstir_sidecar.daemon.errors import classify_daemon_error
+
+
+def peer_id_to_bytes(peer_id: str, *, name: str = "peer_id") -> bytes:
+    return PeerId.parse(peer_id, name=name).to_bytes()
+
+
+peer_id_from_bytes = PeerId.from_bytes
 
 # Real peer ids: an Ed25519 one (identity multihash) and an RSA one (sha2-256 multihash).
 ED25519_ID = "12D3KooWHsHHcDmBi73RNPUqSZikF87QD8ZhAoHeuSq8YmRzXn5g"
@@ -70,7 +74,7 @@ def test_decode_varint_empty_is_none() -> None:
 
 def test_decode_varint_overlong_is_a_control_error() -> None:
     with pytest.raises(ControlError):
-        decode_varint(b"\xff" * 9)
+        split_delimited(bytearray(b"\xff" * 9), limit=100)
 
 
 # --------------------------------------------------------------------- multiaddrs
