@@ -1,7 +1,10 @@
-"""Bytes of the p2pd control protocol: delimited messages, multiaddrs, request encoding.
+"""Bytes of the p2pd control protocol: delimited messages and multiaddrs.
 
-Pure except for :func:`read_delimited`, which only reads a socket. Two defects of the
-libraries are fixed here, once:
+The messages themselves are :mod:`~fabstir_sidecar.daemon.p2pd_pb2`, generated from the
+schema of hivemind's p2pd fork (``p2pd.proto`` beside it), which has what p2pclient's
+schema lacks: ``StreamHandlerRequest.balanced`` (required by the fork) and
+``REMOVE_STREAM_HANDLER``. Pure except for :func:`read_delimited`, which only reads a
+socket. Two defects of the libraries are fixed here, once:
 
 - multiaddr 0.2.0 encodes ``/unix/<path>`` without the path's leading slash, so the daemon
   would dial a relative path for our handler socket: :func:`unix_multiaddr_bytes` encodes
@@ -15,16 +18,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol, TypeVar
 
 import anyio.abc
+from google.protobuf.message import DecodeError
 from multiaddr import Multiaddr
-from p2pclient.pb import p2pd_pb2 as pb
 
 from fabstir_sidecar.core.errors import ControlError
 from fabstir_sidecar.core.multiaddr import PeerAddrs
 from fabstir_sidecar.core.peer_id import PeerId
 from fabstir_sidecar.core.varint import decode_uvarint, encode_uvarint
+from fabstir_sidecar.daemon import p2pd_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -63,35 +67,30 @@ def peer_addrs(raw: pb.PeerInfo) -> PeerAddrs:
     return PeerAddrs(PeerId.from_bytes(raw.id), addrs_from_bytes(raw.addrs))
 
 
+class _Message(Protocol):
+    def ParseFromString(self, serialized: bytes, /) -> Any: ...
+
+
+M = TypeVar("M", bound=_Message)
+
+
 def frame(message: bytes) -> bytes:
     """``message`` with its varint length prefix, as the control socket wants it."""
     return encode_uvarint(len(message)) + message
 
 
-def _nested(field_number: int, payload: bytes) -> bytes:
-    return encode_uvarint(field_number << 3 | 2) + encode_uvarint(len(payload)) + payload
+def request(**fields: Any) -> bytes:
+    """A framed ``Request`` with ``fields`` (e.g. ``type=pb.Request.IDENTIFY``)."""
+    return frame(pb.Request(**fields).SerializeToString())
 
 
-def handler_request(
-    request_type: int,
-    field_number: int,
-    addr: bytes,
-    protocols: Sequence[str],
-    *,
-    balanced: bool | None,
-) -> bytes:
-    """Encode STREAM_HANDLER / REMOVE_STREAM_HANDLER requests of hivemind's p2pd fork.
-
-    p2pclient's schema lacks what the fork added: ``StreamHandlerRequest.balanced`` (field
-    3, *required* by the fork), the request type ``REMOVE_STREAM_HANDLER = 10`` and its
-    ``Request.removeStreamHandler`` field (9, a message of ``addr = 1`` and ``proto = 2``,
-    the shape of StreamHandlerRequest without ``balanced``). See the fork's pb/p2pd.proto
-    (learning-at-home/go-libp2p-daemon).
-    """
-    inner = pb.StreamHandlerRequest(addr=addr, proto=list(protocols)).SerializeToString()
-    if balanced is not None:
-        inner += encode_uvarint(3 << 3 | 0) + (b"\x01" if balanced else b"\x00")
-    return encode_uvarint(1 << 3 | 0) + encode_uvarint(request_type) + _nested(field_number, inner)
+def parse(message: M, raw: bytes) -> M:
+    """``message`` filled from ``raw``; :class:`ControlError` if p2pd sent bad protobuf."""
+    try:
+        message.ParseFromString(raw)
+    except DecodeError as exc:
+        raise ControlError(f"malformed protobuf from p2pd: {exc}") from None
+    return message
 
 
 def split_delimited(buffer: bytearray, *, limit: int) -> bytes | None:
@@ -122,3 +121,10 @@ async def read_delimited(
     while (message := split_delimited(buffer, limit=limit)) is None:
         buffer += await sock.receive(65536)
     return message
+
+
+async def read_message(
+    sock: anyio.abc.ByteStream, buffer: bytearray, message: M, *, limit: int = MAX_CONTROL_MESSAGE
+) -> M:
+    """:func:`read_delimited`, parsed into ``message``."""
+    return parse(message, await read_delimited(sock, buffer, limit=limit))

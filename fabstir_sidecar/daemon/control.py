@@ -1,11 +1,12 @@
 """The control-socket client of p2pd: one request, one short connection.
 
 p2pclient 0.3.0 as published does not work against the p2pd of hivemind 1.1.12 for inbound
-streams and has sharp edges elsewhere, so we use its protobuf definitions only and do the
-socket work ourselves: the bytes in :mod:`~fabstir_sidecar.daemon.codec`, the error texts in
+streams and has sharp edges elsewhere (its ``Client.close()`` raises without ``listen()``),
+so we speak the protocol ourselves, with messages generated from the fork's schema
+(:mod:`~fabstir_sidecar.daemon.p2pd_pb2`). The bytes are in
+:mod:`~fabstir_sidecar.daemon.codec`, the daemon's error texts in
 :mod:`~fabstir_sidecar.daemon.errors`, inbound streams in
-:mod:`~fabstir_sidecar.daemon.handlers`. ``Client.close()`` of p2pclient without ``listen()``
-raises; nothing here needs closing. Callers never see ``p2pclient`` or socket exceptions.
+:mod:`~fabstir_sidecar.daemon.handlers`. Callers never see protobuf or socket exceptions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 import anyio
 import anyio.abc
 from multiaddr import Multiaddr
-from p2pclient.pb import p2pd_pb2 as pb
 
 from fabstir_sidecar.core.errors import (
     ConfigError,
@@ -25,13 +25,13 @@ from fabstir_sidecar.core.errors import (
 )
 from fabstir_sidecar.core.multiaddr import PeerAddrs
 from fabstir_sidecar.core.peer_id import PeerId
+from fabstir_sidecar.daemon import p2pd_pb2 as pb
 from fabstir_sidecar.daemon.codec import (
     addrs_from_bytes,
-    frame,
-    handler_request,
     multiaddr_to_bytes,
     peer_addrs,
-    read_delimited,
+    read_message,
+    request,
     unix_multiaddr_bytes,
 )
 from fabstir_sidecar.daemon.errors import classify_daemon_error
@@ -90,22 +90,18 @@ class DaemonControl:
                 f"cannot reach p2pd control socket {self.control_addr}: {exc.strerror or exc}"
             ) from exc
 
-    async def _exchange(
-        self, request: bytes
-    ) -> tuple[pb.Response, anyio.abc.ByteStream, bytearray]:
+    async def _exchange(self, req: bytes) -> tuple[pb.Response, anyio.abc.ByteStream, bytearray]:
         """Send one request, read one response; returns the still-open socket and extra bytes."""
         sock = await self._open()
         buffer = bytearray()
         try:
-            await sock.send(request)
+            await sock.send(req)
             try:
-                raw = await read_delimited(sock, buffer)
+                response = await read_message(sock, buffer, pb.Response())
             except anyio.EndOfStream:
                 raise DaemonUnavailableError(
                     "p2pd closed the control connection without answering"
                 ) from None
-            response = pb.Response()
-            response.ParseFromString(raw)
             return response, sock, buffer
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
@@ -116,7 +112,7 @@ class DaemonControl:
 
     async def _call(
         self,
-        request: bytes,
+        req: bytes,
         *,
         peer_id: str | None = None,
         protocols: Sequence[str] = (),
@@ -125,7 +121,7 @@ class DaemonControl:
         limit = self.request_timeout if timeout is None else timeout
         try:
             with anyio.fail_after(limit):
-                response, sock, _ = await self._exchange(request)
+                response, sock, _ = await self._exchange(req)
                 await sock.aclose()
         except TimeoutError:
             raise FabstirTimeoutError(f"p2pd did not answer within {limit:.1f}s") from None
@@ -135,51 +131,44 @@ class DaemonControl:
 
     # -- requests --------------------------------------------------------------
 
-    async def identify(self) -> tuple[str, tuple[str, ...]]:
-        req = pb.Request(type=pb.Request.IDENTIFY).SerializeToString()
-        resp = await self._call(frame(req))
+    async def identify(self) -> tuple[PeerId, tuple[str, ...]]:
+        resp = await self._call(request(type=pb.Request.IDENTIFY))
         return PeerId.from_bytes(resp.identify.id), addrs_from_bytes(resp.identify.addrs)
 
     async def connect(
         self, peer_id: str, addrs: Iterable[str], *, timeout: float | None = None
     ) -> None:
-        req = pb.Request(
-            type=pb.Request.CONNECT,
-            connect=pb.ConnectRequest(
-                peer=PeerId.parse(peer_id).to_bytes(),
-                addrs=[multiaddr_to_bytes(a) for a in addrs],
-                timeout=max(1, int(timeout or self.request_timeout)),
-            ),
-        ).SerializeToString()
-        await self._call(frame(req), peer_id=peer_id, timeout=timeout)
+        connect = pb.ConnectRequest(
+            peer=PeerId.parse(peer_id).to_bytes(),
+            addrs=[multiaddr_to_bytes(a) for a in addrs],
+            timeout=max(1, int(timeout or self.request_timeout)),
+        )
+        req = request(type=pb.Request.CONNECT, connect=connect)
+        await self._call(req, peer_id=peer_id, timeout=timeout)
 
     async def disconnect(self, peer_id: str) -> None:
-        req = pb.Request(
-            type=pb.Request.DISCONNECT,
-            disconnect=pb.DisconnectRequest(peer=PeerId.parse(peer_id).to_bytes()),
-        ).SerializeToString()
-        await self._call(frame(req), peer_id=peer_id)
+        disconnect = pb.DisconnectRequest(peer=PeerId.parse(peer_id).to_bytes())
+        await self._call(
+            request(type=pb.Request.DISCONNECT, disconnect=disconnect), peer_id=peer_id
+        )
 
     async def list_peers(self) -> list[PeerAddrs]:
-        req = pb.Request(type=pb.Request.LIST_PEERS).SerializeToString()
-        resp = await self._call(frame(req))
+        resp = await self._call(request(type=pb.Request.LIST_PEERS))
         return [peer_addrs(p) for p in resp.peers]
 
     async def open_stream(
         self, peer_id: str, protocols: Sequence[str], *, timeout: float | None = None
     ) -> DaemonStream:
         """Open a libp2p stream; dials the peer if needed (known addresses only)."""
-        raw_id = PeerId.parse(peer_id).to_bytes()
         limit = self.request_timeout if timeout is None else timeout
-        req = pb.Request(
-            type=pb.Request.STREAM_OPEN,
-            streamOpen=pb.StreamOpenRequest(
-                peer=raw_id, proto=list(protocols), timeout=max(1, int(limit))
-            ),
-        ).SerializeToString()
+        open_req = pb.StreamOpenRequest(
+            peer=PeerId.parse(peer_id).to_bytes(), proto=list(protocols), timeout=max(1, int(limit))
+        )
         try:
             with anyio.fail_after(limit):
-                response, sock, extra = await self._exchange(frame(req))
+                response, sock, extra = await self._exchange(
+                    request(type=pb.Request.STREAM_OPEN, streamOpen=open_req)
+                )
         except TimeoutError:
             raise FabstirTimeoutError(
                 f"opening {', '.join(protocols)} to {peer_id} took over {limit:.1f}s"
@@ -196,11 +185,8 @@ class DaemonControl:
     async def dht_provide(self, cid: bytes, *, timeout: float) -> None:
         """Announce that we provide ``cid``. Slow on small networks (5-20 s): run it in the
         background, never on a request path."""
-        req = pb.Request(
-            type=pb.Request.DHT,
-            dht=pb.DHTRequest(type=pb.DHTRequest.PROVIDE, cid=cid, timeout=max(1, int(timeout))),
-        ).SerializeToString()
-        await self._call(frame(req), timeout=timeout)
+        dht = pb.DHTRequest(type=pb.DHTRequest.PROVIDE, cid=cid, timeout=max(1, int(timeout)))
+        await self._call(request(type=pb.Request.DHT, dht=dht), timeout=timeout)
 
     async def dht_find_providers(
         self, cid: bytes, *, count: int, timeout: float
@@ -210,18 +196,12 @@ class DaemonControl:
         Ask for the ``count`` you need: with fewer providers on the network the daemon keeps
         searching until its timeout, so results are read as they come and the wait is ours.
         """
-        req = pb.Request(
-            type=pb.Request.DHT,
-            dht=pb.DHTRequest(
-                type=pb.DHTRequest.FIND_PROVIDERS,
-                cid=cid,
-                count=count,
-                timeout=max(1, int(timeout)),
-            ),
-        ).SerializeToString()
+        dht = pb.DHTRequest(
+            type=pb.DHTRequest.FIND_PROVIDERS, cid=cid, count=count, timeout=max(1, int(timeout))
+        )
         deadline = anyio.current_time() + timeout
         with anyio.move_on_after(timeout) as opening:
-            response, sock, buffer = await self._exchange(frame(req))
+            response, sock, buffer = await self._exchange(request(type=pb.Request.DHT, dht=dht))
         if opening.cancelled_caught:
             return
         try:
@@ -231,60 +211,59 @@ class DaemonControl:
                 yield peer_addrs(response.dht.peer)
                 return
             while True:
-                message = pb.DHTResponse()
                 # The deadline scope never spans the ``yield``: a cancel scope must not be
                 # left open across a suspension of an async generator.
                 with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as waiting:
-                    try:
-                        message.ParseFromString(await read_delimited(sock, buffer))
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                        return
-                if waiting.cancelled_caught or message.type == pb.DHTResponse.END:
+                    message = await _next_dht_value(sock, buffer)
+                if waiting.cancelled_caught or message is None:
                     return  # our deadline passed, or the daemon has no more
                 yield peer_addrs(message.peer)
         finally:
             with anyio.CancelScope(shield=True):
                 await sock.aclose()
 
-    async def dht_closest_peers(self, key: bytes, *, timeout: float) -> list[str]:
+    async def dht_closest_peers(self, key: bytes, *, timeout: float) -> list[PeerId]:
         """Peer IDs closest to ``key`` in the DHT (at most 20): a view of the routing table."""
-        req = pb.Request(
-            type=pb.Request.DHT,
-            dht=pb.DHTRequest(
-                type=pb.DHTRequest.GET_CLOSEST_PEERS, key=key, timeout=max(1, int(timeout))
-            ),
-        ).SerializeToString()
-        found: list[str] = []
+        dht = pb.DHTRequest(
+            type=pb.DHTRequest.GET_CLOSEST_PEERS, key=key, timeout=max(1, int(timeout))
+        )
+        found: list[PeerId] = []
         with anyio.move_on_after(timeout):
-            response, sock, buffer = await self._exchange(frame(req))
+            response, sock, buffer = await self._exchange(request(type=pb.Request.DHT, dht=dht))
             try:
                 if response.type == pb.Response.ERROR:
                     raise classify_daemon_error(response.error.msg)
-                while True:
-                    message = pb.DHTResponse()
-                    try:
-                        message.ParseFromString(await read_delimited(sock, buffer))
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                        break
-                    if message.type == pb.DHTResponse.END:
-                        break
-                    if message.type == pb.DHTResponse.VALUE:
-                        found.append(PeerId.from_bytes(message.value))
+                while (message := await _next_dht_value(sock, buffer)) is not None:
+                    found.append(PeerId.from_bytes(message.value))
             finally:
                 with anyio.CancelScope(shield=True):
                     await sock.aclose()
         return found
 
+    # -- inbound stream handlers (served by daemon.handlers.HandlerServer) ----------
+
     async def register_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
-        req = handler_request(
-            pb.Request.STREAM_HANDLER,
-            4,
-            unix_multiaddr_bytes(socket_path),
-            protocols,
-            balanced=False,
+        handler = pb.StreamHandlerRequest(
+            addr=unix_multiaddr_bytes(socket_path), proto=list(protocols), balanced=False
         )
-        await self._call(frame(req))
+        await self._call(request(type=pb.Request.STREAM_HANDLER, streamHandler=handler))
 
     async def unregister_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
-        req = handler_request(10, 9, unix_multiaddr_bytes(socket_path), protocols, balanced=None)
-        await self._call(frame(req))
+        remove = pb.RemoveStreamHandlerRequest(
+            addr=unix_multiaddr_bytes(socket_path), proto=list(protocols)
+        )
+        req = request(type=pb.Request.REMOVE_STREAM_HANDLER, removeStreamHandler=remove)
+        await self._call(req)
+
+
+async def _next_dht_value(sock: anyio.abc.ByteStream, buffer: bytearray) -> pb.DHTResponse | None:
+    """The next VALUE of a streamed DHT answer; None at its END or when the socket ends."""
+    while True:
+        try:
+            message = await read_message(sock, buffer, pb.DHTResponse())
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            return None
+        if message.type == pb.DHTResponse.END:
+            return None
+        if message.type == pb.DHTResponse.VALUE:
+            return message

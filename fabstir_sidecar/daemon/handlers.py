@@ -14,11 +14,11 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-from p2pclient.pb import p2pd_pb2 as pb
 
 from fabstir_sidecar.core.errors import StreamClosedError
 from fabstir_sidecar.core.peer_id import PeerId
-from fabstir_sidecar.daemon.codec import read_delimited
+from fabstir_sidecar.daemon import p2pd_pb2 as pb
+from fabstir_sidecar.daemon.codec import read_message
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.runtime_dir import remove_socket
 from fabstir_sidecar.daemon.stream import DaemonStream
@@ -111,9 +111,7 @@ class HandlerServer:
         """The stream p2pd announces with the StreamInfo header it sends first."""
         buffer = bytearray()
         with anyio.fail_after(self._header_timeout):
-            raw = await read_delimited(sock, buffer, limit=_MAX_STREAM_INFO)
-        info = pb.StreamInfo()
-        info.ParseFromString(raw)
+            info = await read_message(sock, buffer, pb.StreamInfo(), limit=_MAX_STREAM_INFO)
         return DaemonStream(
             sock, peer_id=PeerId.from_bytes(info.peer), protocol=info.proto, buffered=buffer
         )
