@@ -3,7 +3,7 @@
 The messages themselves are :mod:`~fabstir_sidecar.daemon.p2pd_pb2`, generated from the
 schema of hivemind's p2pd fork (``p2pd.proto`` beside it), which has what p2pclient's
 schema lacks: ``StreamHandlerRequest.balanced`` (required by the fork) and
-``REMOVE_STREAM_HANDLER``. Pure except for :func:`read_delimited`, which only reads a
+``REMOVE_STREAM_HANDLER``. Pure except for the two readers at the end, which only read a
 socket. Two defects of the libraries are fixed here, once:
 
 - multiaddr 0.2.0 encodes ``/unix/<path>`` without the path's leading slash, so the daemon
