@@ -1,198 +1,45 @@
-"""The adapter between fabstir_sidecar and the p2pd control protocol.
+"""The control-socket client of p2pd: one request, one short connection.
 
-This is the only module that imports ``p2pclient``. We use its protobuf definitions and
-peer-ID type, and do the socket work ourselves, because p2pclient 0.3.0 as published does
-not work against the p2pd that ships in hivemind 1.1.12 for inbound streams, and has sharp
-edges elsewhere. Each defect is fixed here, once, and tested in tests/unit/test_control.py
-and the integration tests:
-
-1. ``StreamHandlerRequest.balanced`` is *required* by hivemind's p2pd fork and absent from
-   p2pclient's protobuf: we append field 3 to the encoded request (``_handler_request``).
-2. multiaddr 0.2.0 encodes ``/unix/<path>`` without the path's leading slash, so the daemon
-   would dial a relative path for our handler socket: ``unix_multiaddr_bytes`` encodes it
-   as go-multiaddr does.
-3. An exception in a p2pclient handler silently stops its listener: our ``HandlerServer``
-   runs each inbound stream in its own task, logs handler errors and keeps serving.
-4. ``Client.close()`` without ``listen()`` raises, and listener socket files are left
-   behind: ``HandlerServer.serve`` owns its socket file and removes it on every exit path.
-5. p2pclient writes varints one byte per ``send`` and reads them one byte per ``receive``:
-   we send a request in one write and parse responses from a buffer, which matters on the
-   per-request hot path (one STREAM_OPEN per message).
-
-Daemon error strings are mapped into the ``fabstir_sidecar.core.errors`` tree by
-``classify_daemon_error``; callers never see ``p2pclient`` or socket exceptions.
+p2pclient 0.3.0 as published does not work against the p2pd of hivemind 1.1.12 for inbound
+streams and has sharp edges elsewhere (its ``Client.close()`` raises without ``listen()``),
+so we speak the protocol ourselves, with messages generated from the fork's schema
+(:mod:`~fabstir_sidecar.daemon.p2pd_pb2`). The bytes are in
+:mod:`~fabstir_sidecar.daemon.codec`, the daemon's error texts in
+:mod:`~fabstir_sidecar.daemon.errors`, inbound streams in
+:mod:`~fabstir_sidecar.daemon.handlers`. Callers never see protobuf or socket exceptions.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
 
 import anyio
 import anyio.abc
 from multiaddr import Multiaddr
-from p2pclient.pb import p2pd_pb2 as pb
 
 from fabstir_sidecar.core.errors import (
     ConfigError,
-    ControlError,
     DaemonUnavailableError,
-    FabstirError,
     FabstirTimeoutError,
-    PeerUnreachableError,
-    ProtocolNotSupportedError,
-    StreamClosedError,
 )
+from fabstir_sidecar.core.multiaddr import PeerAddrs
 from fabstir_sidecar.core.peer_id import PeerId
-from fabstir_sidecar.core.varint import decode_uvarint, encode_uvarint
-from fabstir_sidecar.daemon.runtime_dir import remove_socket
+from fabstir_sidecar.daemon import p2pd_pb2 as pb
+from fabstir_sidecar.daemon.codec import (
+    addrs_from_bytes,
+    multiaddr_to_bytes,
+    peer_addrs,
+    read_message,
+    request,
+    unix_multiaddr_bytes,
+)
+from fabstir_sidecar.daemon.errors import classify_daemon_error
 from fabstir_sidecar.daemon.stream import DaemonStream
 
-log = logging.getLogger(__name__)
+__all__ = ["DaemonControl", "Gate"]
 
-StreamHandler = Callable[[DaemonStream], Awaitable[None]]
 Gate = Callable[[], None]
-
-_P_UNIX = 400
-_MAX_CONTROL_MESSAGE = 4 * 1024 * 1024  # p2pd's own persistentConnMaxMsgSize default
-
-
-# ------------------------------------------------------------------ pure encoders
-
-
-encode_varint = encode_uvarint
-
-
-def decode_varint(buf: bytes | bytearray, *, max_bytes: int = 9) -> tuple[int, int] | None:
-    """``(value, bytes_used)``, or None if ``buf`` holds only part of a varint."""
-    try:
-        return decode_uvarint(buf, max_bytes=max_bytes)
-    except ValueError:
-        raise ControlError("malformed varint from p2pd control socket") from None
-
-
-def unix_multiaddr_bytes(path: Path | str) -> bytes:
-    """Binary ``/unix/<absolute path>`` as go-multiaddr encodes it (leading slash kept)."""
-    raw = str(path).encode()
-    if not raw.startswith(b"/"):
-        raise ValueError(f"unix socket path must be absolute: {path}")
-    return encode_varint(_P_UNIX) + encode_varint(len(raw)) + raw
-
-
-def peer_id_to_bytes(peer_id: str, *, name: str = "peer_id") -> bytes:
-    """Validate a base58 peer ID string and decode it to the binary multihash."""
-    return PeerId.parse(peer_id, name=name).to_bytes()
-
-
-def peer_id_from_bytes(raw: bytes) -> PeerId:
-    return PeerId.from_bytes(raw)
-
-
-def multiaddr_to_bytes(addr: str) -> bytes:
-    if addr.startswith("/unix/"):
-        return unix_multiaddr_bytes(addr[len("/unix") :])
-    return bytes(Multiaddr(addr).to_bytes())
-
-
-def multiaddr_from_bytes(raw: bytes) -> str | None:
-    try:
-        return str(Multiaddr(raw))
-    except Exception:  # an address kind multiaddr 0.2.0 does not know: skip it
-        log.debug("skipping undecodable multiaddr from p2pd", extra={"raw": raw.hex()})
-        return None
-
-
-def _frame(message_bytes: bytes) -> bytes:
-    return encode_varint(len(message_bytes)) + message_bytes
-
-
-def _nested(field_number: int, payload: bytes) -> bytes:
-    return encode_varint(field_number << 3 | 2) + encode_varint(len(payload)) + payload
-
-
-def _handler_request(
-    request_type: int,
-    field_number: int,
-    addr: bytes,
-    protocols: Sequence[str],
-    *,
-    balanced: bool | None,
-) -> bytes:
-    """Encode STREAM_HANDLER / REMOVE_STREAM_HANDLER requests of hivemind's p2pd fork."""
-    inner = pb.StreamHandlerRequest(addr=addr, proto=list(protocols)).SerializeToString()
-    if balanced is not None:
-        inner += encode_varint(3 << 3 | 0) + (b"\x01" if balanced else b"\x00")
-    return encode_varint(1 << 3 | 0) + encode_varint(request_type) + _nested(field_number, inner)
-
-
-async def read_delimited(
-    sock: anyio.abc.ByteStream, buffer: bytearray, *, limit: int = _MAX_CONTROL_MESSAGE
-) -> bytes:
-    """One varint-length-prefixed protobuf message from ``sock``; ``buffer`` keeps the rest.
-
-    Raises ``anyio.EndOfStream`` if the socket ends before a whole message arrived.
-    """
-    while True:
-        decoded = decode_varint(buffer)
-        if decoded is not None:
-            size, used = decoded
-            if size > limit:
-                raise ControlError(f"p2pd control message too large ({size} bytes)")
-            if len(buffer) >= used + size:
-                message = bytes(buffer[used : used + size])
-                del buffer[: used + size]
-                return message
-        chunk = await sock.receive(65536)
-        buffer += chunk
-
-
-# ------------------------------------------------------------ daemon error mapping
-
-_UNREACHABLE = re.compile(
-    r"failed to dial|no addresses|dial backoff|connection refused|no route|"
-    r"context deadline exceeded|i/o timeout|all dials failed|no good addresses|"
-    r"peer id mismatch|failed to negotiate security|cannot connect|"
-    r"failed to find any peer in table|routing: not found|dial to self",
-    re.IGNORECASE,
-)
-_UNSUPPORTED = re.compile(r"protocols? not supported|protocol negotiation failed", re.IGNORECASE)
-
-
-def classify_daemon_error(
-    message: str, *, peer_id: str | None = None, protocols: Sequence[str] = ()
-) -> FabstirError:
-    """Map a p2pd ErrorResponse text into the exception tree (pure; unit tested)."""
-    # go-libp2p's dial errors span lines ("all dials failed\n  * [addr] reason"): one line.
-    message = "; ".join(part.strip() for part in message.splitlines() if part.strip())
-    if _UNSUPPORTED.search(message):
-        proto = ", ".join(protocols)
-        return ProtocolNotSupportedError(
-            f"peer {peer_id} does not support {proto}: {message}",
-            peer_id=peer_id,
-            protocol=proto,
-        )
-    if _UNREACHABLE.search(message):
-        return PeerUnreachableError(f"cannot reach peer {peer_id}: {message}", peer_id=peer_id)
-    return ControlError(f"p2pd refused the request: {message}")
-
-
-# ------------------------------------------------------------------- the client
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    peer_id: str
-    addrs: tuple[str, ...]
-
-
-def _peer_info(raw: pb.PeerInfo) -> PeerInfo:
-    return PeerInfo(
-        peer_id_from_bytes(raw.id),
-        tuple(a for a in map(multiaddr_from_bytes, raw.addrs) if a),
-    )
 
 
 def _no_gate() -> None:
@@ -243,22 +90,18 @@ class DaemonControl:
                 f"cannot reach p2pd control socket {self.control_addr}: {exc.strerror or exc}"
             ) from exc
 
-    async def _exchange(
-        self, request: bytes
-    ) -> tuple[pb.Response, anyio.abc.ByteStream, bytearray]:
+    async def _exchange(self, req: bytes) -> tuple[pb.Response, anyio.abc.ByteStream, bytearray]:
         """Send one request, read one response; returns the still-open socket and extra bytes."""
         sock = await self._open()
         buffer = bytearray()
         try:
-            await sock.send(request)
+            await sock.send(req)
             try:
-                raw = await read_delimited(sock, buffer)
+                response = await read_message(sock, buffer, pb.Response())
             except anyio.EndOfStream:
                 raise DaemonUnavailableError(
                     "p2pd closed the control connection without answering"
                 ) from None
-            response = pb.Response()
-            response.ParseFromString(raw)
             return response, sock, buffer
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
@@ -269,7 +112,7 @@ class DaemonControl:
 
     async def _call(
         self,
-        request: bytes,
+        req: bytes,
         *,
         peer_id: str | None = None,
         protocols: Sequence[str] = (),
@@ -278,7 +121,7 @@ class DaemonControl:
         limit = self.request_timeout if timeout is None else timeout
         try:
             with anyio.fail_after(limit):
-                response, sock, _ = await self._exchange(request)
+                response, sock, _ = await self._exchange(req)
                 await sock.aclose()
         except TimeoutError:
             raise FabstirTimeoutError(f"p2pd did not answer within {limit:.1f}s") from None
@@ -288,58 +131,44 @@ class DaemonControl:
 
     # -- requests --------------------------------------------------------------
 
-    async def identify(self) -> tuple[str, tuple[str, ...]]:
-        req = pb.Request(type=pb.Request.IDENTIFY).SerializeToString()
-        resp = await self._call(_frame(req))
-        addrs = tuple(a for a in map(multiaddr_from_bytes, resp.identify.addrs) if a)
-        return peer_id_from_bytes(resp.identify.id), addrs
+    async def identify(self) -> tuple[PeerId, tuple[str, ...]]:
+        resp = await self._call(request(type=pb.Request.IDENTIFY))
+        return PeerId.from_bytes(resp.identify.id), addrs_from_bytes(resp.identify.addrs)
 
     async def connect(
         self, peer_id: str, addrs: Iterable[str], *, timeout: float | None = None
     ) -> None:
-        raw_id = peer_id_to_bytes(peer_id)
-        req = pb.Request(
-            type=pb.Request.CONNECT,
-            connect=pb.ConnectRequest(
-                peer=raw_id,
-                addrs=[multiaddr_to_bytes(a) for a in addrs],
-                timeout=max(1, int(timeout or self.request_timeout)),
-            ),
-        ).SerializeToString()
-        await self._call(_frame(req), peer_id=peer_id, timeout=timeout)
+        connect = pb.ConnectRequest(
+            peer=PeerId.parse(peer_id).to_bytes(),
+            addrs=[multiaddr_to_bytes(a) for a in addrs],
+            timeout=max(1, int(timeout or self.request_timeout)),
+        )
+        req = request(type=pb.Request.CONNECT, connect=connect)
+        await self._call(req, peer_id=peer_id, timeout=timeout)
 
     async def disconnect(self, peer_id: str) -> None:
-        req = pb.Request(
-            type=pb.Request.DISCONNECT,
-            disconnect=pb.DisconnectRequest(peer=peer_id_to_bytes(peer_id)),
-        ).SerializeToString()
-        await self._call(_frame(req), peer_id=peer_id)
+        disconnect = pb.DisconnectRequest(peer=PeerId.parse(peer_id).to_bytes())
+        await self._call(
+            request(type=pb.Request.DISCONNECT, disconnect=disconnect), peer_id=peer_id
+        )
 
-    async def list_peers(self) -> list[PeerInfo]:
-        req = pb.Request(type=pb.Request.LIST_PEERS).SerializeToString()
-        resp = await self._call(_frame(req))
-        return [
-            PeerInfo(
-                peer_id_from_bytes(p.id), tuple(a for a in map(multiaddr_from_bytes, p.addrs) if a)
-            )
-            for p in resp.peers
-        ]
+    async def list_peers(self) -> list[PeerAddrs]:
+        resp = await self._call(request(type=pb.Request.LIST_PEERS))
+        return [peer_addrs(p) for p in resp.peers]
 
     async def open_stream(
         self, peer_id: str, protocols: Sequence[str], *, timeout: float | None = None
     ) -> DaemonStream:
         """Open a libp2p stream; dials the peer if needed (known addresses only)."""
-        raw_id = peer_id_to_bytes(peer_id)
         limit = self.request_timeout if timeout is None else timeout
-        req = pb.Request(
-            type=pb.Request.STREAM_OPEN,
-            streamOpen=pb.StreamOpenRequest(
-                peer=raw_id, proto=list(protocols), timeout=max(1, int(limit))
-            ),
-        ).SerializeToString()
+        open_req = pb.StreamOpenRequest(
+            peer=PeerId.parse(peer_id).to_bytes(), proto=list(protocols), timeout=max(1, int(limit))
+        )
         try:
             with anyio.fail_after(limit):
-                response, sock, extra = await self._exchange(_frame(req))
+                response, sock, extra = await self._exchange(
+                    request(type=pb.Request.STREAM_OPEN, streamOpen=open_req)
+                )
         except TimeoutError:
             raise FabstirTimeoutError(
                 f"opening {', '.join(protocols)} to {peer_id} took over {limit:.1f}s"
@@ -356,240 +185,85 @@ class DaemonControl:
     async def dht_provide(self, cid: bytes, *, timeout: float) -> None:
         """Announce that we provide ``cid``. Slow on small networks (5-20 s): run it in the
         background, never on a request path."""
-        req = pb.Request(
-            type=pb.Request.DHT,
-            dht=pb.DHTRequest(type=pb.DHTRequest.PROVIDE, cid=cid, timeout=max(1, int(timeout))),
-        ).SerializeToString()
-        await self._call(_frame(req), timeout=timeout)
+        dht = pb.DHTRequest(type=pb.DHTRequest.PROVIDE, cid=cid, timeout=max(1, int(timeout)))
+        await self._call(request(type=pb.Request.DHT, dht=dht), timeout=timeout)
 
     async def dht_find_providers(
         self, cid: bytes, *, count: int, timeout: float
-    ) -> AsyncGenerator[PeerInfo, None]:
+    ) -> AsyncGenerator[PeerAddrs, None]:
         """Yield providers of ``cid`` as the daemon streams them, for at most ``timeout`` s.
 
         Ask for the ``count`` you need: with fewer providers on the network the daemon keeps
         searching until its timeout, so results are read as they come and the wait is ours.
         """
-        req = pb.Request(
-            type=pb.Request.DHT,
-            dht=pb.DHTRequest(
-                type=pb.DHTRequest.FIND_PROVIDERS,
-                cid=cid,
-                count=count,
-                timeout=max(1, int(timeout)),
-            ),
-        ).SerializeToString()
+        dht = pb.DHTRequest(
+            type=pb.DHTRequest.FIND_PROVIDERS, cid=cid, count=count, timeout=max(1, int(timeout))
+        )
         deadline = anyio.current_time() + timeout
         with anyio.move_on_after(timeout) as opening:
-            response, sock, buffer = await self._exchange(_frame(req))
+            response, sock, buffer = await self._exchange(request(type=pb.Request.DHT, dht=dht))
         if opening.cancelled_caught:
             return
         try:
             if response.type == pb.Response.ERROR:
                 raise classify_daemon_error(response.error.msg)
             if response.dht.type == pb.DHTResponse.VALUE:
-                yield _peer_info(response.dht.peer)
+                yield peer_addrs(response.dht.peer)
                 return
             while True:
-                message = pb.DHTResponse()
                 # The deadline scope never spans the ``yield``: a cancel scope must not be
                 # left open across a suspension of an async generator.
                 with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as waiting:
-                    try:
-                        message.ParseFromString(await read_delimited(sock, buffer))
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                        return
-                if waiting.cancelled_caught or message.type == pb.DHTResponse.END:
+                    message = await _next_dht_value(sock, buffer)
+                if waiting.cancelled_caught or message is None:
                     return  # our deadline passed, or the daemon has no more
-                yield _peer_info(message.peer)
+                yield peer_addrs(message.peer)
         finally:
             with anyio.CancelScope(shield=True):
                 await sock.aclose()
 
-    async def dht_closest_peers(self, key: bytes, *, timeout: float) -> list[str]:
+    async def dht_closest_peers(self, key: bytes, *, timeout: float) -> list[PeerId]:
         """Peer IDs closest to ``key`` in the DHT (at most 20): a view of the routing table."""
-        req = pb.Request(
-            type=pb.Request.DHT,
-            dht=pb.DHTRequest(
-                type=pb.DHTRequest.GET_CLOSEST_PEERS, key=key, timeout=max(1, int(timeout))
-            ),
-        ).SerializeToString()
-        found: list[str] = []
+        dht = pb.DHTRequest(
+            type=pb.DHTRequest.GET_CLOSEST_PEERS, key=key, timeout=max(1, int(timeout))
+        )
+        found: list[PeerId] = []
         with anyio.move_on_after(timeout):
-            response, sock, buffer = await self._exchange(_frame(req))
+            response, sock, buffer = await self._exchange(request(type=pb.Request.DHT, dht=dht))
             try:
                 if response.type == pb.Response.ERROR:
                     raise classify_daemon_error(response.error.msg)
-                while True:
-                    message = pb.DHTResponse()
-                    try:
-                        message.ParseFromString(await read_delimited(sock, buffer))
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                        break
-                    if message.type == pb.DHTResponse.END:
-                        break
-                    if message.type == pb.DHTResponse.VALUE:
-                        found.append(peer_id_from_bytes(message.value))
+                while (message := await _next_dht_value(sock, buffer)) is not None:
+                    found.append(PeerId.from_bytes(message.value))
             finally:
                 with anyio.CancelScope(shield=True):
                     await sock.aclose()
         return found
 
+    # -- inbound stream handlers (served by daemon.handlers.HandlerServer) ----------
+
     async def register_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
-        req = _handler_request(
-            pb.Request.STREAM_HANDLER,
-            4,
-            unix_multiaddr_bytes(socket_path),
-            protocols,
-            balanced=False,
+        handler = pb.StreamHandlerRequest(
+            addr=unix_multiaddr_bytes(socket_path), proto=list(protocols), balanced=False
         )
-        await self._call(_frame(req))
+        await self._call(request(type=pb.Request.STREAM_HANDLER, streamHandler=handler))
 
     async def unregister_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
-        req = _handler_request(10, 9, unix_multiaddr_bytes(socket_path), protocols, balanced=None)
-        await self._call(_frame(req))
-
-
-# ------------------------------------------------------------ inbound streams
-
-
-@dataclass(slots=True)
-class _Registration:
-    handler: StreamHandler
-    max_concurrent: int
-    max_per_peer: int
-    active: int = 0
-
-
-class HandlerServer:
-    """Receives the inbound streams p2pd forwards to our unix socket and dispatches them.
-
-    One task per stream; a handler that raises is logged and the server keeps serving.
-    Per-protocol and per-peer concurrency caps: a stream over a cap is closed at once (the
-    daemon resets it for the remote) rather than queued without bound.
-    """
-
-    def __init__(
-        self, control: DaemonControl, socket_path: Path, *, header_timeout: float = 10.0
-    ) -> None:
-        self._control = control
-        self.socket_path = socket_path
-        self._header_timeout = header_timeout
-        self._handlers: dict[str, _Registration] = {}
-        self._per_peer: dict[tuple[str, str], int] = {}
-        self._ready = anyio.Event()
-
-    @property
-    def protocols(self) -> list[str]:
-        return list(self._handlers)
-
-    async def add(
-        self,
-        protocol: str,
-        handler: StreamHandler,
-        *,
-        max_concurrent: int = 256,
-        max_per_peer: int = 64,
-    ) -> None:
-        await self._ready.wait()
-        self._handlers[protocol] = _Registration(handler, max_concurrent, max_per_peer)
-        try:
-            await self._control.register_handler(self.socket_path, [protocol])
-        except BaseException:
-            self._handlers.pop(protocol, None)
-            raise
-
-    async def remove(self, protocol: str) -> None:
-        if self._handlers.pop(protocol, None) is not None:
-            await self._control.unregister_handler(self.socket_path, [protocol])
-
-    async def register_all(self) -> None:
-        """Re-announce every handler (after the daemon restarted and forgot them)."""
-        if self._handlers:
-            await self._control.register_handler(self.socket_path, list(self._handlers))
-
-    async def unregister_all(self) -> None:
-        if self._handlers:
-            await self._control.unregister_handler(self.socket_path, list(self._handlers))
-
-    async def serve(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        remove_socket(self.socket_path)
-        listener = await anyio.create_unix_listener(self.socket_path)
-        try:
-            async with listener, anyio.create_task_group() as tg:
-                self._ready.set()
-                task_status.started()
-                while True:
-                    try:
-                        sock = await listener.accept()
-                    except (anyio.BrokenResourceError, OSError) as exc:
-                        log.warning("handler socket accept failed", extra={"error": str(exc)})
-                        await anyio.sleep(0.05)
-                        continue
-                    tg.start_soon(self._dispatch, sock)
-        finally:
-            remove_socket(self.socket_path)
-
-    async def _read_stream_info(
-        self, sock: anyio.abc.ByteStream
-    ) -> tuple[pb.StreamInfo, bytearray]:
-        buffer = bytearray()
-        with anyio.fail_after(self._header_timeout):
-            raw = await read_delimited(sock, buffer, limit=64 * 1024)
-        info = pb.StreamInfo()
-        info.ParseFromString(raw)
-        return info, buffer
-
-    async def _dispatch(self, sock: anyio.abc.ByteStream) -> None:
-        try:
-            info, extra = await self._read_stream_info(sock)
-        except (Exception, TimeoutError) as exc:
-            log.warning(
-                "dropping inbound stream with unreadable header", extra={"error": repr(exc)}
-            )
-            with anyio.CancelScope(shield=True):
-                await sock.aclose()
-            return
-        stream = DaemonStream(
-            sock, peer_id=peer_id_from_bytes(info.peer), protocol=info.proto, buffered=extra
+        remove = pb.RemoveStreamHandlerRequest(
+            addr=unix_multiaddr_bytes(socket_path), proto=list(protocols)
         )
-        reg = self._handlers.get(info.proto)
-        key = (info.proto, stream.peer_id)
-        if reg is None:
-            log.warning(
-                "inbound stream for a protocol we do not handle",
-                extra={"protocol": info.proto, "peer": stream.peer_id},
-            )
-            await stream.aclose()
-            return
-        if reg.active >= reg.max_concurrent or self._per_peer.get(key, 0) >= reg.max_per_peer:
-            log.warning(
-                "concurrency limit reached, resetting inbound stream",
-                extra={"protocol": info.proto, "peer": stream.peer_id, "active": reg.active},
-            )
-            await stream.aclose()
-            return
-        reg.active += 1
-        self._per_peer[key] = self._per_peer.get(key, 0) + 1
+        req = request(type=pb.Request.REMOVE_STREAM_HANDLER, removeStreamHandler=remove)
+        await self._call(req)
+
+
+async def _next_dht_value(sock: anyio.abc.ByteStream, buffer: bytearray) -> pb.DHTResponse | None:
+    """The next VALUE of a streamed DHT answer; None at its END or when the socket ends."""
+    while True:
         try:
-            await reg.handler(stream)
-        except StreamClosedError as exc:
-            log.info(
-                "inbound stream closed early",
-                extra={"protocol": info.proto, "peer": stream.peer_id, "error": str(exc)},
-            )
-        except Exception:
-            log.exception(
-                "stream handler failed; node keeps serving",
-                extra={"protocol": info.proto, "peer": stream.peer_id},
-            )
-        finally:
-            reg.active -= 1
-            left = self._per_peer[key] - 1
-            if left:
-                self._per_peer[key] = left
-            else:
-                del self._per_peer[key]
-            await stream.aclose()
+            message = await read_message(sock, buffer, pb.DHTResponse())
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            return None
+        if message.type == pb.DHTResponse.END:
+            return None
+        if message.type == pb.DHTResponse.VALUE:
+            return message

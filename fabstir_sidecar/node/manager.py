@@ -5,7 +5,7 @@ It composes the lower layers and the roles built on them::
     DiscoveryManager ─ config (NodeConfig)
                      ├ daemon  (node/launch: SpawnedDaemon | AttachedDaemon)
                      ├ control (daemon/control: DaemonControl, gated by daemon availability)
-                     ├ handler server (daemon/control: HandlerServer on a private unix socket)
+                     ├ handler server (daemon/handlers: HandlerServer on a private unix socket)
                      ├ SDK messages (protocols/message: MessageService)
                      ├ discovery (discovery/service: Discovery), which sees it as a NodeInterface
                      ├ connection upkeep (node/upkeep) and mDNS (node/mdns_link)
@@ -40,7 +40,8 @@ from fabstir_sidecar.core.errors import (
 from fabstir_sidecar.core.multiaddr import split_peer_multiaddr
 from fabstir_sidecar.core.peer_id import PeerId
 from fabstir_sidecar.core.settings import NodeConfig
-from fabstir_sidecar.daemon.control import DaemonControl, HandlerServer, StreamHandler
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.handlers import HandlerServer, StreamHandler
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
 from fabstir_sidecar.daemon.supervisor import Daemon, SpawnedDaemon
 from fabstir_sidecar.discovery.config import FinderConfig

@@ -29,7 +29,7 @@ from fabstir_sidecar.core.errors import (
     MessageTooLargeError,
     StreamClosedError,
 )
-from fabstir_sidecar.daemon.control import StreamHandler
+from fabstir_sidecar.daemon.handlers import StreamHandler
 from fabstir_sidecar.daemon.stream import DaemonStream
 from fabstir_sidecar.rpc.exchange import Exchange
 from fabstir_sidecar.rpc.frames import read_frame, write_frame

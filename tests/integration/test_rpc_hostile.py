@@ -257,7 +257,7 @@ def watch_log(logger: str, text: str) -> Iterator[anyio.Event]:
 async def test_truncated_frame_then_close_leaves_the_host_serving(p2pd_path: str) -> None:
     with (
         anyio.fail_after(TEST_DEADLINE),
-        watch_log("fabstir_sidecar.daemon.control", "inbound stream closed early") as closed_early,
+        watch_log("fabstir_sidecar.daemon.handlers", "inbound stream closed early") as closed_early,
     ):
         async with arena(p2pd_path) as a:
             stream = await a.open()

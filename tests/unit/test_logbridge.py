@@ -117,13 +117,38 @@ CLOSED = parse_log_line(
 )
 
 
-def test_emit_quiet_shutdown_demotes_closed_connection_errors(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def _emitted_level(
+    caplog: pytest.LogCaptureFixture, line: DaemonLogLine, *, quiet_shutdown: bool
+) -> int:
     with caplog.at_level(logging.DEBUG, logger=LOGGER_PREFIX):
-        emit(CLOSED, pid=1, quiet_shutdown=True)
+        emit(line, pid=1, quiet_shutdown=quiet_shutdown)
     (record,) = caplog.records
-    assert record.levelno == logging.DEBUG
+    return record.levelno
+
+
+@pytest.mark.parametrize(
+    ("line", "quiet_shutdown", "level"),
+    [
+        pytest.param(CLOSED, True, logging.DEBUG, id="closed-connection-demoted-on-shutdown"),
+        pytest.param(CLOSED, False, logging.ERROR, id="closed-connection-an-error-otherwise"),
+        pytest.param(
+            parse_log_line(zap("ERROR", "p2pd", "disk on fire", '{"error": "EIO"}')),
+            True,
+            logging.ERROR,
+            id="other-errors-kept-on-shutdown",
+        ),
+        pytest.param(
+            DaemonLogLine(logging.ERROR, "p2pd", "read: use of closed network connection"),
+            True,
+            logging.DEBUG,
+            id="match-in-the-message-text-too",
+        ),
+    ],
+)
+def test_emit_quiet_shutdown_levels(
+    caplog: pytest.LogCaptureFixture, line: DaemonLogLine, quiet_shutdown: bool, level: int
+) -> None:
+    assert _emitted_level(caplog, line, quiet_shutdown=quiet_shutdown) == level
 
 
 def test_emit_quiet_shutdown_demoted_error_hidden_at_info(
@@ -132,31 +157,6 @@ def test_emit_quiet_shutdown_demoted_error_hidden_at_info(
     with caplog.at_level(logging.INFO, logger=LOGGER_PREFIX):
         emit(CLOSED, pid=1, quiet_shutdown=True)
     assert caplog.records == []
-
-
-def test_emit_closed_connection_error_is_an_error_when_not_shutting_down(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    with caplog.at_level(logging.DEBUG, logger=LOGGER_PREFIX):
-        emit(CLOSED, pid=1, quiet_shutdown=False)
-    (record,) = caplog.records
-    assert record.levelno == logging.ERROR
-
-
-def test_emit_quiet_shutdown_keeps_other_errors(caplog: pytest.LogCaptureFixture) -> None:
-    other = parse_log_line(zap("ERROR", "p2pd", "disk on fire", '{"error": "EIO"}'))
-    with caplog.at_level(logging.DEBUG, logger=LOGGER_PREFIX):
-        emit(other, pid=1, quiet_shutdown=True)
-    (record,) = caplog.records
-    assert record.levelno == logging.ERROR
-
-
-def test_emit_message_match_in_text_too(caplog: pytest.LogCaptureFixture) -> None:
-    line = DaemonLogLine(logging.ERROR, "p2pd", "read: use of closed network connection")
-    with caplog.at_level(logging.DEBUG, logger=LOGGER_PREFIX):
-        emit(line, pid=1, quiet_shutdown=True)
-    (record,) = caplog.records
-    assert record.levelno == logging.DEBUG
 
 
 def test_emit_sanitises_logger_names(caplog: pytest.LogCaptureFixture) -> None:

@@ -10,51 +10,47 @@ from fabstir_sidecar.daemon.supervisor import Availability, pin_listen_ports
 # ------------------------------------------------------------------ pin_listen_ports
 
 
-def test_tcp_zero_becomes_actual_port() -> None:
-    assert pin_listen_ports(("/ip4/127.0.0.1/tcp/0",), ("/ip4/127.0.0.1/tcp/41234",)) == (
-        "/ip4/127.0.0.1/tcp/41234",
-    )
+L = "/ip4/127.0.0.1"
 
 
-def test_ws_and_tcp_kept_apart() -> None:
-    configured = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0/ws")
-    actual = ("/ip4/127.0.0.1/tcp/41000/ws", "/ip4/127.0.0.1/tcp/41001")
-    assert pin_listen_ports(configured, actual) == (
-        "/ip4/127.0.0.1/tcp/41001",
-        "/ip4/127.0.0.1/tcp/41000/ws",
-    )
-
-
-def test_wildcard_with_several_matches_unchanged() -> None:
-    configured = ("/ip4/0.0.0.0/tcp/0",)
-    actual = ("/ip4/127.0.0.1/tcp/41000", "/ip4/10.1.2.3/tcp/41000")
-    assert pin_listen_ports(configured, actual) == configured
-
-
-def test_two_matches_of_the_same_shape_unchanged() -> None:
-    configured = ("/ip4/127.0.0.1/tcp/0",)
-    actual = ("/ip4/127.0.0.1/tcp/41000", "/ip4/127.0.0.1/tcp/41001")
-    assert pin_listen_ports(configured, actual) == configured
-
-
-def test_fixed_port_unchanged() -> None:
-    configured = ("/ip4/127.0.0.1/tcp/4001",)
-    assert pin_listen_ports(configured, ("/ip4/127.0.0.1/tcp/4001",)) == configured
-
-
-def test_no_match_unchanged() -> None:
-    configured = ("/ip4/127.0.0.1/tcp/0",)
-    assert pin_listen_ports(configured, ("/ip6/::1/tcp/41000",)) == configured
-    assert pin_listen_ports(configured, ()) == configured
-
-
-def test_udp_zero_pinned() -> None:
-    configured = ("/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0")
-    actual = ("/ip4/127.0.0.1/tcp/5000", "/ip4/127.0.0.1/udp/5001/quic-v1")
-    assert pin_listen_ports(configured, actual) == (
-        "/ip4/127.0.0.1/udp/5001/quic-v1",
-        "/ip4/127.0.0.1/tcp/5000",
-    )
+@pytest.mark.parametrize(
+    ("configured", "actual", "pinned"),
+    [
+        pytest.param((f"{L}/tcp/0",), (f"{L}/tcp/41234",), (f"{L}/tcp/41234",), id="tcp-zero"),
+        pytest.param(
+            (f"{L}/tcp/0", f"{L}/tcp/0/ws"),
+            (f"{L}/tcp/41000/ws", f"{L}/tcp/41001"),
+            (f"{L}/tcp/41001", f"{L}/tcp/41000/ws"),
+            id="ws-and-tcp-kept-apart",
+        ),
+        pytest.param(
+            (f"{L}/udp/0/quic-v1", f"{L}/tcp/0"),
+            (f"{L}/tcp/5000", f"{L}/udp/5001/quic-v1"),
+            (f"{L}/udp/5001/quic-v1", f"{L}/tcp/5000"),
+            id="udp-zero",
+        ),
+        # Unchanged: ambiguous, fixed or unmatched.
+        pytest.param(
+            ("/ip4/0.0.0.0/tcp/0",),
+            (f"{L}/tcp/41000", "/ip4/10.1.2.3/tcp/41000"),
+            None,
+            id="wildcard-with-several-matches",
+        ),
+        pytest.param(
+            (f"{L}/tcp/0",),
+            (f"{L}/tcp/41000", f"{L}/tcp/41001"),
+            None,
+            id="two-matches-of-the-same-shape",
+        ),
+        pytest.param((f"{L}/tcp/4001",), (f"{L}/tcp/4001",), None, id="fixed-port"),
+        pytest.param((f"{L}/tcp/0",), ("/ip6/::1/tcp/41000",), None, id="no-match"),
+        pytest.param((f"{L}/tcp/0",), (), None, id="nothing-listening"),
+    ],
+)
+def test_pin_listen_ports(
+    configured: tuple[str, ...], actual: tuple[str, ...], pinned: tuple[str, ...] | None
+) -> None:
+    assert pin_listen_ports(configured, actual) == (configured if pinned is None else pinned)
 
 
 def test_order_and_length_preserved() -> None:

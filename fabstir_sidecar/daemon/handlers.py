@@ -1,0 +1,167 @@
+"""The inbound side: the unix socket p2pd forwards libp2p streams to, and their dispatch.
+
+An exception in a p2pclient handler silently stops its listener, and its listener socket
+file is left behind; :class:`HandlerServer` runs each inbound stream in its own task, logs
+handler errors and keeps serving, and removes its socket file on every exit path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from fabstir_sidecar.core.errors import StreamClosedError
+from fabstir_sidecar.core.peer_id import PeerId
+from fabstir_sidecar.daemon import p2pd_pb2 as pb
+from fabstir_sidecar.daemon.codec import read_message
+from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.runtime_dir import remove_socket
+from fabstir_sidecar.daemon.stream import DaemonStream
+
+__all__ = ["HandlerServer", "StreamHandler"]
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[DaemonStream], Awaitable[None]]
+
+_MAX_STREAM_INFO = 64 * 1024
+
+
+@dataclass(slots=True)
+class _Registration:
+    handler: StreamHandler
+    max_concurrent: int
+    max_per_peer: int
+    active: int = 0
+
+
+class HandlerServer:
+    """Receives the inbound streams p2pd forwards to our unix socket and dispatches them.
+
+    One task per stream; a handler that raises is logged and the server keeps serving.
+    Per-protocol and per-peer concurrency caps: a stream over a cap is closed at once (the
+    daemon resets it for the remote) rather than queued without bound.
+    """
+
+    def __init__(
+        self, control: DaemonControl, socket_path: Path, *, header_timeout: float = 10.0
+    ) -> None:
+        self._control = control
+        self.socket_path = socket_path
+        self._header_timeout = header_timeout
+        self._handlers: dict[str, _Registration] = {}
+        self._per_peer: dict[tuple[str, str], int] = {}
+        self._ready = anyio.Event()
+
+    @property
+    def protocols(self) -> list[str]:
+        return list(self._handlers)
+
+    async def add(
+        self,
+        protocol: str,
+        handler: StreamHandler,
+        *,
+        max_concurrent: int = 256,
+        max_per_peer: int = 64,
+    ) -> None:
+        await self._ready.wait()
+        self._handlers[protocol] = _Registration(handler, max_concurrent, max_per_peer)
+        try:
+            await self._control.register_handler(self.socket_path, [protocol])
+        except BaseException:
+            self._handlers.pop(protocol, None)
+            raise
+
+    async def register_all(self) -> None:
+        """Re-announce every handler (after the daemon restarted and forgot them)."""
+        if self._handlers:
+            await self._control.register_handler(self.socket_path, list(self._handlers))
+
+    async def unregister_all(self) -> None:
+        if self._handlers:
+            await self._control.unregister_handler(self.socket_path, list(self._handlers))
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        remove_socket(self.socket_path)
+        listener = await anyio.create_unix_listener(self.socket_path)
+        try:
+            async with listener, anyio.create_task_group() as tg:
+                self._ready.set()
+                task_status.started()
+                while True:
+                    try:
+                        sock = await listener.accept()
+                    except (anyio.BrokenResourceError, OSError) as exc:
+                        log.warning("handler socket accept failed", extra={"error": str(exc)})
+                        await anyio.sleep(0.05)
+                        continue
+                    tg.start_soon(self._dispatch, sock)
+        finally:
+            remove_socket(self.socket_path)
+
+    async def _read_stream_info(self, sock: anyio.abc.ByteStream) -> DaemonStream:
+        """The stream p2pd announces with the StreamInfo header it sends first."""
+        buffer = bytearray()
+        with anyio.fail_after(self._header_timeout):
+            info = await read_message(sock, buffer, pb.StreamInfo(), limit=_MAX_STREAM_INFO)
+        return DaemonStream(
+            sock, peer_id=PeerId.from_bytes(info.peer), protocol=info.proto, buffered=buffer
+        )
+
+    async def _dispatch(self, sock: anyio.abc.ByteStream) -> None:
+        try:
+            stream = await self._read_stream_info(sock)
+        except (Exception, TimeoutError) as exc:
+            log.warning(
+                "dropping inbound stream with unreadable header", extra={"error": repr(exc)}
+            )
+            with anyio.CancelScope(shield=True):
+                await sock.aclose()
+            return
+        protocol = stream.protocol
+        reg = self._handlers.get(protocol)
+        key = (protocol, stream.peer_id)
+        if reg is None:
+            log.warning(
+                "inbound stream for a protocol we do not handle",
+                extra={"protocol": protocol, "peer": stream.peer_id},
+            )
+            await stream.aclose()
+            return
+        if reg.active >= reg.max_concurrent or self._per_peer.get(key, 0) >= reg.max_per_peer:
+            log.warning(
+                "concurrency limit reached, resetting inbound stream",
+                extra={"protocol": protocol, "peer": stream.peer_id, "active": reg.active},
+            )
+            await stream.aclose()
+            return
+        reg.active += 1
+        self._per_peer[key] = self._per_peer.get(key, 0) + 1
+        try:
+            await reg.handler(stream)
+        except StreamClosedError as exc:
+            log.info(
+                "inbound stream closed early",
+                extra={"protocol": protocol, "peer": stream.peer_id, "error": str(exc)},
+            )
+        except Exception:
+            log.exception(
+                "stream handler failed; node keeps serving",
+                extra={"protocol": protocol, "peer": stream.peer_id},
+            )
+        finally:
+            reg.active -= 1
+            left = self._per_peer[key] - 1
+            if left:
+                self._per_peer[key] = left
+            else:
+                del self._per_peer[key]
+            await stream.aclose()
