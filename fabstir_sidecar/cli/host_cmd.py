@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Annotated, Any
 
@@ -32,24 +31,21 @@ from fabstir_sidecar.cli.output import (
     say,
 )
 from fabstir_sidecar.client import FabstirClient, RetryPolicy
-from fabstir_sidecar.core.errors import FabstirError
+from fabstir_sidecar.core.errors import ConfigError, FabstirError
 from fabstir_sidecar.core.settings import NodeConfig
-from fabstir_sidecar.host.backends.echo import EchoBackend
-from fabstir_sidecar.host.backends.openai import OpenAIBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols.job import JobEvent
+from fabstir_sidecar.tools.backends import make_backend, parse_backend_spec
 
 
-def make_backend(spec: str) -> Backend:
-    """``echo`` or the base URL of an OpenAI-compatible server (``OPENAI_API_KEY`` if set)."""
-    if spec == "echo":
-        return EchoBackend()
-    if spec.startswith(("http://", "https://")):
-        return OpenAIBackend(spec, api_key=os.environ.get("OPENAI_API_KEY") or None)
-    raise typer.BadParameter(
-        f"expected 'echo' or an http(s) base URL, got {spec!r}", param_hint="--backend"
-    )
+def _backend(spec: str) -> Backend:
+    """The ``--backend`` spec's backend; a spec of no known form is a usage error."""
+    try:
+        parse_backend_spec(spec)
+    except ConfigError as exc:
+        raise typer.BadParameter(f"{exc.reason}, got {spec!r}", param_hint="--backend") from None
+    return make_backend(spec)
 
 
 def host(
@@ -59,7 +55,11 @@ def host(
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs.")] = 4,
     api_url: Annotated[str | None, typer.Option("--api-url", help="Host HTTP API URL.")] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="'echo' or an OpenAI-compatible base URL.")
+        str,
+        typer.Option(
+            "--backend",
+            help="'echo', or 'openai:URL' (or just the URL): an OpenAI-compatible server.",
+        ),
     ] = "echo",
     listen: ListenOpt = None,
     announce: AnnounceOpt = None,
@@ -75,10 +75,11 @@ def host(
     """Run a host until SIGINT/SIGTERM: status, jobs (streamed), discovery, inference."""
     try:
         cfg = node_config(
+            "host",
             listen=listen,
             bootstrap=bootstrap,
             identity=identity,
-            announce=tuple(announce) if announce else None,
+            announce=announce,
             p2pd=p2pd,
             dht=dht,
             dht_mode=dht_mode,
@@ -92,7 +93,7 @@ def host(
             max_jobs=max_jobs,
             api_url=api_url,
         )
-        anyio.run(_run_host, cfg, host_cfg, make_backend(backend), json_out)
+        anyio.run(_run_host, cfg, host_cfg, _backend(backend), json_out)
     except FabstirError as exc:
         fail(str(exc), exit_code_for(exc))
 
@@ -145,14 +146,7 @@ async def _run_host(
 
 
 def _client_config(p2pd: str | None, timeout_ms: int | None) -> NodeConfig:
-    return node_config(
-        listen=None,
-        bootstrap=[],
-        identity=None,
-        p2pd=p2pd,
-        dht=False,
-        connection_timeout_ms=timeout_ms,
-    )
+    return node_config("direct", p2pd=p2pd, connection_timeout_ms=timeout_ms)
 
 
 def job(

@@ -56,6 +56,7 @@ def node(
     """
     try:
         cfg = node_config(
+            "client",
             listen=listen,
             bootstrap=bootstrap,
             identity=identity,
@@ -112,14 +113,7 @@ def send(
         fail(f"JSON_MESSAGE is not valid JSON: {exc}", 2)
     try:
         parse_multiaddr(peer_multiaddr, name="PEER_MULTIADDR")
-        cfg = node_config(
-            listen=None,
-            bootstrap=[],
-            identity=None,
-            p2pd=p2pd,
-            dht=False,
-            connection_timeout_ms=connection_timeout,
-        )
+        cfg = node_config("direct", p2pd=p2pd, connection_timeout_ms=connection_timeout)
         anyio.run(_send, cfg, peer_multiaddr, message)
     except FabstirError as exc:
         fail(str(exc), exit_code_for(exc))
