@@ -10,26 +10,10 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from fabstir_sidecar.cli.common import (
-    AnnounceOpt,
-    BootstrapMaxConnOpt,
-    BootstrapOpt,
-    IdentityOpt,
-    JsonDocOpt,
-    JsonOpt,
-    ListenOpt,
-    P2pdOpt,
-    node_config,
-)
-from fabstir_sidecar.cli.output import (
-    emit_event,
-    exit_code_for,
-    fail,
-    run_until_shutdown_signal,
-    say,
-)
+from fabstir_sidecar.cli import common as opt
+from fabstir_sidecar.cli.output import exit_code_for, fail, failures_reported, say
+from fabstir_sidecar.cli.serving import serve_until_signal
 from fabstir_sidecar.core.errors import FabstirError, NoMatchingHostError
-from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.discovery.matching import HostCriteria, summarize
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.tools.diagnose import DiagnoseReport
@@ -40,16 +24,16 @@ EXIT_NO_MATCH = 3
 
 
 def bootstrap(
-    listen: ListenOpt = None,
-    identity: IdentityOpt = None,
-    announce: AnnounceOpt = None,
-    json_out: JsonOpt = False,
-    p2pd: P2pdOpt = None,
-    max_connections: BootstrapMaxConnOpt = None,
+    listen: opt.ListenOpt = None,
+    identity: opt.IdentityOpt = None,
+    announce: opt.AnnounceOpt = None,
+    json_out: opt.JsonOpt = False,
+    p2pd: opt.P2pdOpt = None,
+    max_connections: opt.BootstrapMaxConnOpt = None,
 ) -> None:
     """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line)."""
-    try:
-        cfg = node_config(
+    with failures_reported():
+        cfg = opt.node_config(
             "bootstrap",
             listen=listen,
             identity=identity,
@@ -57,25 +41,12 @@ def bootstrap(
             announce=announce,
             max_connections=max_connections,
         )
-        anyio.run(_run_bootstrap, cfg, json_out)
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
-
-
-async def _run_bootstrap(cfg: NodeConfig, json_out: bool) -> None:
-    await run_until_shutdown_signal(lambda: _serve_bootstrap(cfg, json_out))
-
-
-async def _serve_bootstrap(cfg: NodeConfig, json_out: bool) -> None:
-    async with DiscoveryManager(cfg) as node:
-        addrs = await node.get_addrs()
-        if json_out:
-            emit_event("ready", peer_id=node.peer_id, addrs=addrs)
-        else:
-            say(f"bootstrap node {node.peer_id}")
-            for addr in addrs:
-                say(f"listening: {addr}")
-        await anyio.sleep_forever()
+        serve_until_signal(
+            lambda: DiscoveryManager(cfg),
+            json_out=json_out,
+            headline=lambda peer_id: f"bootstrap node {peer_id}",
+            messages=False,
+        )
 
 
 def find(
@@ -86,14 +57,14 @@ def find(
     max_latency: Annotated[float | None, typer.Option("--max-latency", help="ms")] = None,
     min_uptime: Annotated[int | None, typer.Option("--min-uptime", help="seconds")] = None,
     location: Annotated[str | None, typer.Option("--location", help="ISO country code")] = None,
-    bootstrap: BootstrapOpt = None,
-    listen: ListenOpt = None,
+    bootstrap: opt.BootstrapOpt = None,
+    listen: opt.ListenOpt = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds for the whole search.")
     ] = DEFAULT_FIND_TIMEOUT,
     all_hosts: Annotated[bool, typer.Option("--all", help="Print every match, ranked.")] = False,
-    json_out: JsonDocOpt = False,
-    p2pd: P2pdOpt = None,
+    json_out: opt.JsonDocOpt = False,
+    p2pd: opt.P2pdOpt = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Peer cache dir.")] = None,
 ) -> None:
     """Find the best host (or all, ranked). No match: exit 3 with the reason on stderr."""
@@ -105,7 +76,7 @@ def find(
             min_uptime=min_uptime,
             location=location,
         )
-        cfg = node_config(
+        cfg = opt.node_config(
             "client", listen=listen, bootstrap=bootstrap, p2pd=p2pd, data_dir=data_dir
         )
         ranked = anyio.run(lambda: find_once(cfg, criteria, timeout=timeout))
@@ -120,20 +91,18 @@ def find(
 
 
 def diagnose(
-    bootstrap: BootstrapOpt = None,
-    listen: ListenOpt = None,
-    announce: AnnounceOpt = None,
-    json_out: JsonDocOpt = False,
-    p2pd: P2pdOpt = None,
+    bootstrap: opt.BootstrapOpt = None,
+    listen: opt.ListenOpt = None,
+    announce: opt.AnnounceOpt = None,
+    json_out: opt.JsonDocOpt = False,
+    p2pd: opt.P2pdOpt = None,
 ) -> None:
     """Start a node and report: running, peers, each bootstrap peer, DHT table, addresses."""
-    try:
-        cfg = node_config(
+    with failures_reported():
+        cfg = opt.node_config(
             "client", listen=listen, bootstrap=bootstrap, p2pd=p2pd, announce=announce
         )
         report = anyio.run(run_diagnose, cfg)
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
     if json_out:
         say(json.dumps(report.to_json(), ensure_ascii=False))
     else:
