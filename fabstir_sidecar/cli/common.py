@@ -1,18 +1,15 @@
-"""Options shared by the commands that start a node, and turning them into a NodeConfig."""
+"""Options shared by the commands that start a node, and handing them to a role preset."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from fabstir_sidecar.core.settings import NodeConfig
-
-# A bootstrap node is a DHT server every node dials: p2pd's connection manager must not trim
-# it down to a client's 10 connections (P2P_MAX_CONNECTIONS or --max-connections still win).
-BOOTSTRAP_MAX_CONNECTIONS = 400
+from fabstir_sidecar.core.validate import seconds_from_millis
+from fabstir_sidecar.tools.roles import BOOTSTRAP_MAX_CONNECTIONS, Role, role_config
 
 ListenOpt = Annotated[
     list[str] | None,
@@ -74,37 +71,33 @@ TimeoutMsOpt = Annotated[
 
 
 def node_config(
+    role: Role,
     *,
-    listen: list[str] | None,
-    bootstrap: list[str] | None,
-    identity: Path | None,
-    p2pd: str | None,
+    listen: list[str] | None = None,
+    bootstrap: list[str] | None = None,
+    identity: Path | None = None,
+    p2pd: str | None = None,
     attach: str | None = None,
     dht: bool | None = None,
     dht_mode: str | None = None,
     max_connections: int | None = None,
     connection_timeout_ms: int | None = None,
+    announce: list[str] | None = None,
     **extra: Any,
 ) -> NodeConfig:
-    """Flags over environment over defaults (``None`` = flag not given)."""
-    return NodeConfig.load(
+    """The ``role`` preset's config with these flags (``None`` or an empty list = flag not
+    given: the environment, then the preset, decide)."""
+    return role_config(
+        role,
         listen=tuple(listen) if listen else None,
         bootstrap=tuple(bootstrap) if bootstrap else None,
+        announce=tuple(announce) if announce else None,
         identity_file=identity,
         p2pd_path=p2pd,
         control_addr=attach,
         enable_dht=dht,
         dht_mode=dht_mode,
         max_connections=max_connections,
-        connection_timeout=None if connection_timeout_ms is None else connection_timeout_ms / 1000,
+        connection_timeout=seconds_from_millis(connection_timeout_ms),
         **extra,
     )
-
-
-def unless_env(value: int | None, var: str, default: int) -> int | None:
-    """A command's own default for an option: ``value`` if given, else ``None`` (the
-    environment's value) when ``var`` is set, else ``default``."""
-    if value is not None:
-        return value
-    raw = os.environ.get(var)
-    return None if raw is not None and raw.strip() else default

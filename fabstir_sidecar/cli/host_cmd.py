@@ -3,53 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 import anyio
 import typer
 
 from fabstir_sidecar.backend import Backend
-from fabstir_sidecar.cli.common import (
-    AnnounceOpt,
-    BootstrapOpt,
-    DhtModeOpt,
-    DhtOpt,
-    IdentityOpt,
-    JsonOpt,
-    ListenOpt,
-    MaxConnOpt,
-    P2pdOpt,
-    TimeoutMsOpt,
-    node_config,
-)
-from fabstir_sidecar.cli.output import (
-    emit_event,
-    exit_code_for,
-    fail,
-    run_until_shutdown_signal,
-    say,
-)
+from fabstir_sidecar.cli import common as opt
+from fabstir_sidecar.cli.output import emit_event, failures_reported, say
+from fabstir_sidecar.cli.serving import serve_until_signal
 from fabstir_sidecar.client import FabstirClient, RetryConfig
-from fabstir_sidecar.core.errors import FabstirError
+from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.core.settings import NodeConfig
-from fabstir_sidecar.host.backends.echo import EchoBackend
-from fabstir_sidecar.host.backends.openai import OpenAIBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols.job import JobEvent
+from fabstir_sidecar.tools.backends import make_backend, parse_backend_spec
 
 
-def make_backend(spec: str) -> Backend:
-    """``echo`` or the base URL of an OpenAI-compatible server (``OPENAI_API_KEY`` if set)."""
-    if spec == "echo":
-        return EchoBackend()
-    if spec.startswith(("http://", "https://")):
-        return OpenAIBackend(spec, api_key=os.environ.get("OPENAI_API_KEY") or None)
-    raise typer.BadParameter(
-        f"expected 'echo' or an http(s) base URL, got {spec!r}", param_hint="--backend"
-    )
+def _backend(spec: str) -> Backend:
+    """The ``--backend`` spec's backend; a spec of no known form is a usage error."""
+    try:
+        parse_backend_spec(spec)
+    except ConfigError as exc:
+        raise typer.BadParameter(f"{exc.reason}, got {spec!r}", param_hint="--backend") from None
+    return make_backend(spec)
 
 
 def host(
@@ -59,26 +39,31 @@ def host(
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs.")] = 4,
     api_url: Annotated[str | None, typer.Option("--api-url", help="Host HTTP API URL.")] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="'echo' or an OpenAI-compatible base URL.")
+        str,
+        typer.Option(
+            "--backend",
+            help="'echo', or 'openai:URL' (or just the URL): an OpenAI-compatible server.",
+        ),
     ] = "echo",
-    listen: ListenOpt = None,
-    announce: AnnounceOpt = None,
-    bootstrap: BootstrapOpt = None,
-    identity: IdentityOpt = None,
-    json_out: JsonOpt = False,
-    p2pd: P2pdOpt = None,
-    dht: DhtOpt = None,
-    dht_mode: DhtModeOpt = None,
-    max_connections: MaxConnOpt = None,
-    connection_timeout: TimeoutMsOpt = None,
+    listen: opt.ListenOpt = None,
+    announce: opt.AnnounceOpt = None,
+    bootstrap: opt.BootstrapOpt = None,
+    identity: opt.IdentityOpt = None,
+    json_out: opt.JsonOpt = False,
+    p2pd: opt.P2pdOpt = None,
+    dht: opt.DhtOpt = None,
+    dht_mode: opt.DhtModeOpt = None,
+    max_connections: opt.MaxConnOpt = None,
+    connection_timeout: opt.TimeoutMsOpt = None,
 ) -> None:
     """Run a host until SIGINT/SIGTERM: status, jobs (streamed), discovery, inference."""
-    try:
-        cfg = node_config(
+    with failures_reported():
+        cfg = opt.node_config(
+            "host",
             listen=listen,
             bootstrap=bootstrap,
             identity=identity,
-            announce=tuple(announce) if announce else None,
+            announce=announce,
             p2pd=p2pd,
             dht=dht,
             dht_mode=dht_mode,
@@ -92,14 +77,23 @@ def host(
             max_jobs=max_jobs,
             api_url=api_url,
         )
-        anyio.run(_run_host, cfg, host_cfg, make_backend(backend), json_out)
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
+        chosen = _backend(backend)
+
+        def make_node() -> DiscoveryManager:
+            node = DiscoveryManager(cfg)
+            service = HostService(node, host_cfg, chosen, on_job=_print_job(json_out))
+            node.on_start(service.start)  # serving before the first bootstrap connection
+            return node
+
+        serve_until_signal(
+            make_node,
+            json_out=json_out,
+            headline=lambda peer_id: f"host {peer_id} serving {', '.join(host_cfg.models)}",
+            close=chosen.aclose,
+        )
 
 
-async def _run_host(
-    cfg: NodeConfig, host_cfg: HostConfig, backend: Backend, json_out: bool
-) -> None:
+def _print_job(json_out: bool) -> Callable[[JobEvent], None]:
     def on_job(event: JobEvent) -> None:
         if json_out:
             emit_event(
@@ -117,42 +111,11 @@ async def _run_host(
                 + (f" ({event.detail})" if event.detail else "")
             )
 
-    def on_message(sender: str, message: Any) -> None:
-        if json_out:
-            emit_event("message", **{"from": sender, "message": message})
-        else:
-            say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
-
-    async def serve() -> None:
-        node = DiscoveryManager(cfg)
-        service = HostService(node, host_cfg, backend, on_job=on_job)
-        node.on_start(service.start)  # serving before the first bootstrap connection
-        async with node:
-            node.on_message(on_message)
-            addrs = await node.get_addrs()
-            if json_out:
-                emit_event("ready", peer_id=node.peer_id, addrs=addrs)
-            else:
-                say(f"host {node.peer_id} serving {', '.join(host_cfg.models)}")
-                for addr in addrs:
-                    say(f"listening: {addr}")
-            await anyio.sleep_forever()
-
-    try:
-        await run_until_shutdown_signal(serve)
-    finally:
-        await backend.aclose()
+    return on_job
 
 
 def _client_config(p2pd: str | None, timeout_ms: int | None) -> NodeConfig:
-    return node_config(
-        listen=None,
-        bootstrap=[],
-        identity=None,
-        p2pd=p2pd,
-        dht=False,
-        connection_timeout_ms=timeout_ms,
-    )
+    return opt.node_config("direct", p2pd=p2pd, connection_timeout_ms=timeout_ms)
 
 
 def job(
@@ -163,18 +126,16 @@ def job(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature")] = None,
     attempts: Annotated[int, typer.Option("--attempts", help="Tries on transient faults.")] = 3,
-    json_out: JsonOpt = False,
-    p2pd: P2pdOpt = None,
-    connection_timeout: TimeoutMsOpt = None,
+    json_out: opt.JsonOpt = False,
+    p2pd: opt.P2pdOpt = None,
+    connection_timeout: opt.TimeoutMsOpt = None,
 ) -> None:
     """Run one job on a host; print tokens as they arrive (or the result JSON with --json)."""
-    try:
+    with failures_reported():
         cfg = _client_config(p2pd, connection_timeout)
         anyio.run(
             _job, cfg, peer, model, prompt, stream, max_tokens, temperature, attempts, json_out
         )
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
 
 
 async def _job(
@@ -213,16 +174,14 @@ async def _job(
 
 def status(
     peer: Annotated[str, typer.Argument(help="Host multiaddr ending in /p2p/<peer id>.")],
-    json_out: JsonOpt = False,
-    p2pd: P2pdOpt = None,
-    connection_timeout: TimeoutMsOpt = None,
+    json_out: opt.JsonOpt = False,
+    p2pd: opt.P2pdOpt = None,
+    connection_timeout: opt.TimeoutMsOpt = None,
 ) -> None:
     """Ask a host for its status record; print it with the measured latency."""
-    try:
+    with failures_reported():
         cfg = _client_config(p2pd, connection_timeout)
         anyio.run(_status, cfg, peer, json_out)
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
 
 
 async def _status(cfg: NodeConfig, peer: str, json_out: bool) -> None:

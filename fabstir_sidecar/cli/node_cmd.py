@@ -10,27 +10,10 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from fabstir_sidecar.cli.common import (
-    AttachOpt,
-    BootstrapOpt,
-    DhtModeOpt,
-    DhtOpt,
-    IdentityOpt,
-    JsonOpt,
-    ListenOpt,
-    MaxConnOpt,
-    P2pdOpt,
-    TimeoutMsOpt,
-    node_config,
-)
-from fabstir_sidecar.cli.output import (
-    emit_event,
-    exit_code_for,
-    fail,
-    run_until_shutdown_signal,
-    say,
-)
-from fabstir_sidecar.core.errors import ConfigError, FabstirError
+from fabstir_sidecar.cli import common as opt
+from fabstir_sidecar.cli.output import emit_event, fail, failures_reported, say
+from fabstir_sidecar.cli.serving import serve_until_signal
+from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.core.multiaddr import parse_multiaddr
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.control import DaemonControl
@@ -39,23 +22,24 @@ from fabstir_sidecar.node.manager import DiscoveryManager
 
 
 def node(
-    listen: ListenOpt = None,
-    bootstrap: BootstrapOpt = None,
-    identity: IdentityOpt = None,
-    json_out: JsonOpt = False,
-    p2pd: P2pdOpt = None,
-    attach: AttachOpt = None,
-    dht: DhtOpt = None,
-    dht_mode: DhtModeOpt = None,
-    max_connections: MaxConnOpt = None,
-    connection_timeout: TimeoutMsOpt = None,
+    listen: opt.ListenOpt = None,
+    bootstrap: opt.BootstrapOpt = None,
+    identity: opt.IdentityOpt = None,
+    json_out: opt.JsonOpt = False,
+    p2pd: opt.P2pdOpt = None,
+    attach: opt.AttachOpt = None,
+    dht: opt.DhtOpt = None,
+    dht_mode: opt.DhtModeOpt = None,
+    max_connections: opt.MaxConnOpt = None,
+    connection_timeout: opt.TimeoutMsOpt = None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM, printing received SDK messages.
 
     With --json: a {"event":"ready",...} line, then one {"event":"message",...} per message.
     """
-    try:
-        cfg = node_config(
+    with failures_reported():
+        cfg = opt.node_config(
+            "client",
             listen=listen,
             bootstrap=bootstrap,
             identity=identity,
@@ -66,63 +50,36 @@ def node(
             max_connections=max_connections,
             connection_timeout_ms=connection_timeout,
         )
-        anyio.run(_run_node, cfg, json_out)
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
+        serve_until_signal(
+            lambda: DiscoveryManager(cfg),
+            json_out=json_out,
+            headline=lambda peer_id: f"peer id: {peer_id}",
+            notes=_notes,
+        )
 
 
-async def _run_node(cfg: NodeConfig, json_out: bool) -> None:
-    await run_until_shutdown_signal(lambda: _serve_node(cfg, json_out))
-
-
-async def _serve_node(cfg: NodeConfig, json_out: bool) -> None:
-    async with DiscoveryManager(cfg) as mgr:
-        addrs = await mgr.get_addrs()
-
-        def on_message(sender: str, message: Any) -> None:
-            if json_out:
-                emit_event("message", **{"from": sender, "message": message})
-            else:
-                say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
-
-        mgr.on_message(on_message)
-        if json_out:
-            emit_event("ready", peer_id=mgr.peer_id, addrs=addrs)
-        else:
-            say(f"peer id: {mgr.peer_id}")
-            for addr in addrs:
-                say(f"listening: {addr}")
-            failed = [r for r in mgr.bootstrap_results if not r.ok]
-            for result in failed:
-                say(f"bootstrap unreachable: {result.address} ({result.error})")
-            say("press Ctrl-C to stop")
-        await anyio.sleep_forever()
+def _notes(node: DiscoveryManager) -> list[str]:
+    failed = [r for r in node.bootstrap_results if not r.ok]
+    return [f"bootstrap unreachable: {r.address} ({r.error})" for r in failed] + [
+        "press Ctrl-C to stop"
+    ]
 
 
 def send(
     peer_multiaddr: Annotated[str, typer.Argument(help="Target, ending in /p2p/<peer id>.")],
     json_message: Annotated[str, typer.Argument(help="The JSON message to send.")],
-    p2pd: P2pdOpt = None,
-    connection_timeout: TimeoutMsOpt = None,
+    p2pd: opt.P2pdOpt = None,
+    connection_timeout: opt.TimeoutMsOpt = None,
 ) -> None:
     """Dial a peer, send one SDK message (<prefix>/message), exit 0. Failure: exit 1 + reason."""
     try:
         message = json.loads(json_message)
     except ValueError as exc:
         fail(f"JSON_MESSAGE is not valid JSON: {exc}", 2)
-    try:
+    with failures_reported():
         parse_multiaddr(peer_multiaddr, name="PEER_MULTIADDR")
-        cfg = node_config(
-            listen=None,
-            bootstrap=[],
-            identity=None,
-            p2pd=p2pd,
-            dht=False,
-            connection_timeout_ms=connection_timeout,
-        )
+        cfg = opt.node_config("direct", p2pd=p2pd, connection_timeout_ms=connection_timeout)
         anyio.run(_send, cfg, peer_multiaddr, message)
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
 
 
 async def _send(cfg: NodeConfig, target: str, message: Any) -> None:
@@ -132,14 +89,12 @@ async def _send(cfg: NodeConfig, target: str, message: Any) -> None:
 
 def peers(
     api: Annotated[str, typer.Option("--api", help="Control multiaddr of a running p2pd.")],
-    json_out: JsonOpt = False,
+    json_out: opt.JsonOpt = False,
 ) -> None:
     """List the peers a running daemon is connected to."""
-    try:
+    with failures_reported():
         control = DaemonControl(api)
         found = anyio.run(control.list_peers)
-    except FabstirError as exc:
-        fail(str(exc), exit_code_for(exc))
     for peer in found:
         if json_out:
             emit_event("peer", peer_id=peer.peer_id, addrs=list(peer.addrs))

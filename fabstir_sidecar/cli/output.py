@@ -5,10 +5,11 @@ Other tools script against these lines (see docs/cli.md): keep event names and f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn
 
 import anyio
@@ -38,6 +39,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def exit_code_for(exc: FabstirError) -> int:
     return 2 if isinstance(exc, ConfigError) else 1
+
+
+@contextlib.contextmanager
+def failures_reported() -> Iterator[None]:
+    """A ``FabstirError`` in the block: its one line on stderr, exit 2 for a ConfigError,
+    else 1."""
+    try:
+        yield
+    except FabstirError as exc:
+        fail(str(exc), exit_code_for(exc))
 
 
 async def run_until_shutdown_signal(body: Callable[[], Awaitable[object]]) -> None:

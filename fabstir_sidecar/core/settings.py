@@ -236,20 +236,28 @@ class NodeConfig:
         return self.protocol_prefix + "/message"
 
     @classmethod
-    def load(cls, *, env: Mapping[str, str] | None = None, **overrides: Any) -> NodeConfig:
-        """Defaults, then ``env`` (``os.environ`` if None), then non-None ``overrides``.
+    def load(
+        cls,
+        *,
+        env: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> NodeConfig:
+        """Defaults (the field defaults, updated by ``defaults``), then ``env``
+        (``os.environ`` if None), then non-None ``overrides``.
 
-        Unknown override names raise ``TypeError``. An empty list for ``listen`` or
-        ``bootstrap`` is applied (it means "none"); ``None`` means "not given". Empty
-        environment variables count as unset.
+        ``defaults`` are the caller's own defaults (e.g. a role preset's), which an
+        environment variable still overrides. Unknown option names raise ``TypeError``. An
+        empty list for ``listen`` or ``bootstrap`` is applied (it means "none"); ``None``
+        means "not given". Empty environment variables count as unset.
         """
-        defaults = _DEFAULTS
-        unknown = sorted(set(overrides) - set(defaults))
+        given = defaults or {}
+        unknown = sorted((set(overrides) | set(given)) - set(_DEFAULTS))
         if unknown:
             raise TypeError(f"NodeConfig.load() got unknown option(s): {', '.join(unknown)}")
 
         environ: Mapping[str, str] = os.environ if env is None else env
-        values: dict[str, Any] = dict(defaults)
+        values: dict[str, Any] = {**_DEFAULTS, **given}
         names: dict[str, str] = {}
         for var, (field_name, parse) in _ENV_FIELDS.items():
             raw = environ.get(var)

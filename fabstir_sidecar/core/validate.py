@@ -105,6 +105,12 @@ def env_millis(raw: str, var: str) -> float:
     return millis / 1000.0
 
 
+def seconds_from_millis(millis: float | None) -> float | None:
+    """A duration given in milliseconds (as the CLI flags and ``P2P_*`` variables give it)
+    in seconds, the unit of every ``NodeConfig`` field; ``None`` (not given) stays ``None``."""
+    return None if millis is None else millis / 1000.0
+
+
 def env_path(raw: str, var: str) -> Path:
     return Path(raw.strip()).expanduser()
 

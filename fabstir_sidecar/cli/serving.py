@@ -1,0 +1,63 @@
+"""The shape the long-running commands (``node``, ``host``, ``bootstrap``) share: start a
+node, print its ``ready`` line (or the text version), print SDK messages, serve until
+SIGINT/SIGTERM (:func:`~fabstir_sidecar.cli.output.run_until_shutdown_signal`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from fabstir_sidecar.cli.output import emit_event, run_until_shutdown_signal, say
+from fabstir_sidecar.node.manager import DiscoveryManager
+
+
+def print_message(json_out: bool) -> Callable[[str, Any], None]:
+    """A message handler printing each SDK message: a ``message`` event or a text line."""
+
+    def on_message(sender: str, message: Any) -> None:
+        if json_out:
+            emit_event("message", **{"from": sender, "message": message})
+        else:
+            say(f"message from {sender}: {json.dumps(message, ensure_ascii=False)}")
+
+    return on_message
+
+
+def serve_until_signal(
+    make_node: Callable[[], DiscoveryManager],
+    *,
+    json_out: bool,
+    headline: Callable[[str], str],
+    messages: bool = True,
+    notes: Callable[[DiscoveryManager], list[str]] | None = None,
+    close: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Run the node ``make_node`` builds until a signal. Text mode prints ``headline(peer
+    id)``, one ``listening:`` line per address, then ``notes(node)``; ``close`` runs last."""
+
+    async def body() -> None:
+        async with make_node() as node:
+            if messages:
+                node.on_message(print_message(json_out))
+            addrs = await node.get_addrs()
+            if json_out:
+                emit_event("ready", peer_id=node.peer_id, addrs=addrs)
+            else:
+                say(headline(node.peer_id))
+                for addr in addrs:
+                    say(f"listening: {addr}")
+                for line in notes(node) if notes else ():
+                    say(line)
+            await anyio.sleep_forever()
+
+    async def main() -> None:
+        try:
+            await run_until_shutdown_signal(body)
+        finally:
+            if close is not None:
+                await close()
+
+    anyio.run(main)
