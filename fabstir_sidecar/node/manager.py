@@ -51,9 +51,9 @@ from fabstir_sidecar.discovery.peer_cache import PeerCache
 from fabstir_sidecar.discovery.service import Discovery
 from fabstir_sidecar.node.launch import launch_daemon
 from fabstir_sidecar.node.mdns_link import MdnsLink
+from fabstir_sidecar.node.sdk_messages import SdkMessages
 from fabstir_sidecar.node.upkeep import BootstrapResult, ConnectionUpkeep
-from fabstir_sidecar.protocols.message import MessageHandler, MessageService, encode_message
-from fabstir_sidecar.protocols.message import send_message as send_sdk_message
+from fabstir_sidecar.protocols.message import MessageHandler
 from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.rpc.limits import RpcLimits
 from fabstir_sidecar.rpc.server import RequestHandler, serve_requests
@@ -96,11 +96,8 @@ class DiscoveryManager:
         self._daemon: Daemon | None = None
         self._control: DaemonControl | None = None
         self._handlers: HandlerServer | None = None
-        self._messages = MessageService(
-            max_size=config.max_message_size, timeout=config.connection_timeout
-        )
+        self._messages = SdkMessages(config)
         self._peer_id: PeerId | None = None
-        self._last_message_sent: float | None = None  # anyio clock, for stop()'s linger
         self._restart_hooks: list[Callable[[], Awaitable[None]]] = []
         self._start_hooks: list[Callable[[], Awaitable[None]]] = []
         self._finder_config = finder
@@ -192,7 +189,7 @@ class DiscoveryManager:
         await tg.start(self._handlers.serve)
         if cfg.control_addr is not None:
             stack.push_async_callback(self._unregister_handlers_quietly)
-        await self._handlers.add(cfg.message_protocol, self._messages.handle_stream)
+        await self._handlers.add(cfg.message_protocol, self._messages.service.handle_stream)
 
         self._peer_id = PeerId((await self._control.identify())[0])
         peer_cache = PeerCache.in_dir(cfg.data_dir)
@@ -230,21 +227,12 @@ class DiscoveryManager:
             return
         self._state = NodeState.CLOSED
         try:
-            await self._linger_after_messages()
+            await self._messages.linger()
         finally:
             # Not shielded as a whole: the task group's cancel scope must exit where it was
             # entered. Each step that must survive cancellation shields itself.
             await self._stack.aclose()
         log.info("node stopped", extra={"peer_id": self._peer_id})
-
-    async def _linger_after_messages(self) -> None:
-        """Keep connections open until ``message_linger`` has passed since the last message
-        sent (see ``NodeConfig.message_linger``). Cancellable: Ctrl-C does not wait."""
-        if self._last_message_sent is None:
-            return
-        remaining = self._last_message_sent + self._config.message_linger - anyio.current_time()
-        if remaining > 0:
-            await anyio.sleep(remaining)
 
     async def _after_daemon_restart(self) -> None:
         """The daemon forgot everything: re-register handlers, re-dial bootstrap and peers."""
@@ -390,26 +378,11 @@ class DiscoveryManager:
     async def send_message(self, peer_id: str, message: Any) -> None:
         """Send one SDK message (``<prefix>/message``). ``peer_id`` may also be a full
         multiaddr ending in ``/p2p/<id>``, which is dialed first."""
-        control = self._require_control()
-        if peer_id.startswith("/"):
-            # Refuse an oversized or unencodable message before dialing anyone.
-            encode_message(message, max_size=self._config.max_message_size)
-            peer_id = await self.connect_to_peer(peer_id)
-        else:
-            PeerId.parse(peer_id)
-        await send_sdk_message(
-            control,
-            peer_id,
-            message,
-            protocol=self._config.message_protocol,
-            max_size=self._config.max_message_size,
-            timeout=self._config.connection_timeout,
-        )
-        self._last_message_sent = anyio.current_time()
+        await self._messages.send(self._require_control(), peer_id, message, self.connect_to_peer)
 
     @property
     def message_stats(self) -> dict[str, int]:
-        return {"received": self._messages.received, "refused": self._messages.refused}
+        return self._messages.stats
 
     # --------------------------------------------------------------- discovery
 
