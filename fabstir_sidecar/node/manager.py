@@ -1,17 +1,9 @@
 """DiscoveryManager: the node users hold — the TypeScript SDK's API in Python form.
 
-It composes the lower layers and the roles built on them::
-
-    DiscoveryManager ─ config (NodeConfig)
-                     ├ daemon  (node/launch: SpawnedDaemon | AttachedDaemon)
-                     ├ control (daemon/control: DaemonControl, gated by daemon availability)
-                     ├ handler server (daemon/handlers: HandlerServer on a private unix socket)
-                     ├ SDK messages (protocols/message: MessageService)
-                     ├ discovery (discovery/service: Discovery), which sees it as a NodeInterface
-                     ├ connection upkeep (node/upkeep) and mDNS (node/mdns_link)
-
-It is a :class:`~fabstir_sidecar.node_interface.NodeInterface`: a ``HostService`` or a
-``FabstirClient`` built on it uses only that interface.
+It composes the daemon (node/launch), its control and handler server (daemon/), SDK messages
+(node/sdk_messages), discovery (discovery/service), connection upkeep (node/upkeep) and mDNS
+(node/mdns_link). It is a :class:`~fabstir_sidecar.node_interface.NodeInterface`: a
+``HostService`` or ``FabstirClient`` on it uses only that interface.
 
 Lifecycle (as httpx clients): new → running → closed, never reopened. ``create_node`` and
 ``stop`` must run in the same task (anyio task groups are task-bound); ``async with`` does
@@ -150,14 +142,10 @@ class DiscoveryManager:
             raise NodeClosedError()
         if self._state is not NodeState.NEW:
             raise NodeStateError("create_node() was already called on this node")
-        changes: dict[str, Any] = {}
-        if listen is not None:
-            changes["listen"] = tuple(listen)
-        if bootstrap is not None:
-            changes["bootstrap"] = tuple(bootstrap)
+        given = {"listen": listen, "bootstrap": bootstrap}
+        changes: dict[str, Any] = {k: tuple(v) for k, v in given.items() if v is not None}
         if changes:
             self._config = dataclasses.replace(self._config, **changes)
-            self._mdns = MdnsLink(self._config, self._require_control)
         self._state = NodeState.STARTING
         self._stack = contextlib.AsyncExitStack()
         try:
@@ -172,6 +160,7 @@ class DiscoveryManager:
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self._config
+        self._mdns = MdnsLink(cfg, self._require_control)
         runtime = RuntimeDir()
         stack.callback(runtime.close)
         self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
@@ -253,14 +242,10 @@ class DiscoveryManager:
         )
 
     def on_start(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook`` inside ``create_node()``, once the daemon, the stream handlers and
-        discovery are up and before any bootstrap peer is dialed.
-
-        What it registers is served from the first connection on: a host started this way
-        (``node.on_start(host_service.start)``) is never asked for its status before it
-        serves it, which peers would take as "not a host" for a while. A hook that raises
-        fails the start. Only before ``create_node()``.
-        """
+        """Run ``hook`` inside ``create_node()`` once daemon, handlers and discovery are up,
+        before any bootstrap peer is dialed: what it registers (``node.on_start(host.start)``)
+        is served from the first connection, so no peer takes the host for a non-host. A hook
+        that raises fails the start. Only before ``create_node()``."""
         if self._state is not NodeState.NEW:
             raise NodeStateError("on_start() hooks must be added before create_node()")
         self._start_hooks.append(hook)
