@@ -86,14 +86,18 @@ class InvalidPeerIdError(ConfigError):
     """A string that is not a libp2p peer ID."""
 
 
-class MessageTooLargeError(InvalidInputError):
-    """A message this node was asked to send is over the size cap; it was not sent."""
+class _TooLarge(Exception):
+    """``size`` (None: unknown, more than the limit) against ``limit`` bytes."""
 
     def __init__(self, size: int | None, limit: int) -> None:
         self.size = size
         self.limit = limit
         got = f"{size} bytes" if size is not None else "more bytes"
         super().__init__(f"message too large: {got}, limit is {limit} bytes")
+
+
+class MessageTooLargeError(_TooLarge, InvalidInputError):
+    """A message this node was asked to send is over the size cap; it was not sent."""
 
 
 # ------------------------------------------------------------ fix the calling code
@@ -261,14 +265,8 @@ class ProtocolError(FailedError):
     """A peer broke the wire protocol."""
 
 
-class FrameTooLargeError(ProtocolError):
+class FrameTooLargeError(_TooLarge, ProtocolError):
     """A peer sent a message over the size cap (refused before its body was read)."""
-
-    def __init__(self, size: int | None, limit: int) -> None:
-        self.size = size
-        self.limit = limit
-        got = f"{size} bytes" if size is not None else "more bytes"
-        super().__init__(f"message too large: {got}, limit is {limit} bytes")
 
 
 class MalformedMessageError(ProtocolError):

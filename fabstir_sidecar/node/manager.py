@@ -17,7 +17,6 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -122,12 +121,7 @@ class DiscoveryManager:
             await self.create_node()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def create_node(

@@ -93,19 +93,18 @@ def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:
                 )
                 await _send_error(stream, ERROR_TIMEOUT, "request not received in time", None)
                 return False
-            except FrameTooLargeError as exc:
+            except (FrameTooLargeError, MalformedMessageError) as exc:
+                code = ERROR_TOO_LARGE if isinstance(exc, FrameTooLargeError) else ERROR_BAD_REQUEST
                 log.warning(
-                    "refused oversized request",
-                    extra={"peer": stream.peer_id, "protocol": stream.protocol, "error": str(exc)},
+                    "refused request",
+                    extra={
+                        "peer": stream.peer_id,
+                        "protocol": stream.protocol,
+                        "code": code,
+                        "error": str(exc),
+                    },
                 )
-                await _send_error(stream, ERROR_TOO_LARGE, str(exc), None)
-                return False
-            except MalformedMessageError as exc:
-                log.warning(
-                    "refused malformed request",
-                    extra={"peer": stream.peer_id, "protocol": stream.protocol, "error": str(exc)},
-                )
-                await _send_error(stream, ERROR_BAD_REQUEST, str(exc), None)
+                await _send_error(stream, code, str(exc), None)
                 return False
             exchange = Exchange(stream, request, limits.max_size)
             try:
