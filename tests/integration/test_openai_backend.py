@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from fabstir_sidecar.host.backends import BackendError, Completion, OpenAIBackend
-from fabstir_sidecar.wire.messages import JobRequest
+from fabstir_sidecar.wire.messages import ChatMessage, JobRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -282,6 +282,21 @@ async def test_absent_options_and_key_are_omitted(fake: FakeOpenAI) -> None:
             "messages": [{"role": "user", "content": "Say hello"}],
             "stream": stream,
         }
+
+
+async def test_a_job_with_messages_sends_them_as_the_chat(fake: FakeOpenAI) -> None:
+    chat = (
+        ChatMessage(role="system", content="You are terse."),
+        ChatMessage(role="user", content="Say hello"),
+    )
+    async with OpenAIBackend(fake.url) as backend:
+        await backend.complete(job(stream=False, messages=chat))
+        await backend.stream(job(stream=True, messages=chat)).collect()
+    for sent in fake.requests:
+        assert sent.body["messages"] == [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello"},
+        ]
 
 
 async def test_call_decides_stream_flag_not_request(fake: FakeOpenAI) -> None:
