@@ -123,7 +123,7 @@ class _DiscoveryLimit(Integer):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class ChatMessage(Message):
     """One message of the chat a job's prompt was rendered from."""
 

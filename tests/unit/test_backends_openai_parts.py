@@ -28,13 +28,14 @@ from fabstir_sidecar.wire.messages import ChatMessage, JobRequest
 
 
 def test_request_body_sends_the_prompt_as_one_user_message() -> None:
-    request = JobRequest(job_id="j", model="m", prompt="hi", max_tokens=3)
-    assert request_body(request, model="local", stream=True) == {
-        "model": "local",
-        "messages": [{"role": "user", "content": "hi"}],
-        "stream": True,
-        "max_tokens": 3,
-    }
+    for messages in (None, ()):
+        request = JobRequest(job_id="j", model="m", prompt="hi", max_tokens=3, messages=messages)
+        assert request_body(request, model="local", stream=True) == {
+            "model": "local",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "max_tokens": 3,
+        }
 
 
 def test_request_body_sends_the_chat_when_the_job_has_one() -> None:

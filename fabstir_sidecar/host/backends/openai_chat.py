@@ -29,8 +29,8 @@ class BadResponse(Exception):
 
 
 def chat_messages(request: JobRequest) -> list[dict[str, str]]:
-    """The job's chat if it carries one, else its prompt as one user message."""
-    if request.messages is not None:
+    """The job's chat if it carries one (not empty), else its prompt as one user message."""
+    if request.messages:
         return [{"role": m.role, "content": m.content} for m in request.messages]
     return [{"role": "user", "content": request.prompt}]
 
