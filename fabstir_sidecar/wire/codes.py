@@ -5,6 +5,7 @@ Peers may send codes not listed here; messages accept any non-empty code as is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "REJECTED_CODES",
     "REJECTED_MODEL_NOT_SERVED",
     "REJECTED_SHUTTING_DOWN",
+    "Rejection",
 ]
 
 ERROR_BAD_REQUEST: Final = "bad_request"
@@ -36,3 +38,12 @@ REJECTED_SHUTTING_DOWN: Final = "shutting_down"
 REJECTED_CODES: Final = frozenset(
     {REJECTED_MODEL_NOT_SERVED, REJECTED_BUSY, REJECTED_SHUTTING_DOWN}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a host refuses a job without running it: the code as data, the reason as text."""
+
+    code: str  # normally one of REJECTED_CODES
+    reason: str
+    retry_after_ms: int | None = None

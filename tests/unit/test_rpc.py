@@ -34,6 +34,7 @@ from fabstir_sidecar.rpc.exchange import Exchange
 from fabstir_sidecar.rpc.frames import read_frame, write_frame
 from fabstir_sidecar.rpc.limits import RpcLimits
 from fabstir_sidecar.rpc.server import serve_requests
+from fabstir_sidecar.wire.codes import REJECTED_MODEL_NOT_SERVED, Rejection
 from fabstir_sidecar.wire.framing import encode_frame, encode_json_frame
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
 from fabstir_sidecar.wire.messages import BadRequestError, JobRequest
@@ -406,9 +407,9 @@ class FakeHost:
         self.active = 0
         self.events: list[JobEvent] = []
 
-    def try_admit(self, model: str) -> str | None:
+    def try_admit(self, model: str) -> Rejection | None:
         if model not in self.models:
-            return f"model {model!r} not served"
+            return Rejection(REJECTED_MODEL_NOT_SERVED, f"model {model!r} not served")
         self.active += 1
         return None
 
