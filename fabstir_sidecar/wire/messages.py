@@ -133,12 +133,10 @@ class ChatMessage(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRequest(Message):
     """``messages``, when present, is the chat ``prompt`` was rendered from."""
 
     TYPE: ClassVar[str] = "job_request"
-    PATH: ClassVar[str] = TYPE
     job_id: Annotated[str, JOB_ID]
     model: Annotated[str, IDENT]
     prompt: Annotated[str, TEXT]
@@ -149,10 +147,8 @@ class JobRequest(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class JobToken(Message):
     TYPE: ClassVar[str] = "job_token"
-    PATH: ClassVar[str] = TYPE
     job_id: Annotated[str, JOB_ID]
     text: Annotated[str, TEXT]
 
@@ -171,10 +167,8 @@ class JobToken(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult(Message):
     TYPE: ClassVar[str] = "job_result"
-    PATH: ClassVar[str] = TYPE
     job_id: Annotated[str, JOB_ID]
     content: Annotated[str, TEXT]
     tokens_used: Annotated[int, COUNT]
@@ -182,12 +176,10 @@ class JobResult(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRejected(Message):
     """``code`` is normally one of :data:`~fabstir_sidecar.wire.codes.REJECTED_CODES`."""
 
     TYPE: ClassVar[str] = "job_rejected"
-    PATH: ClassVar[str] = TYPE
     job_id: Annotated[str, JOB_ID]
     reason: Annotated[str, TEXT]
     code: Annotated[str | None, IDENT] = None
@@ -195,12 +187,10 @@ class JobRejected(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ErrorMessage(Message):
     """An ``error`` frame; ``code`` is normally one of :data:`ERROR_CODES`."""
 
     TYPE: ClassVar[str] = "error"
-    PATH: ClassVar[str] = TYPE
     job_id: Annotated[str | None, JOB_ID] = None
     code: Annotated[str, IDENT]
     message: Annotated[str, TEXT]
@@ -236,14 +226,11 @@ def parse_job_response(d: Mapping[str, Any]) -> JobResponse:
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusRequest(Message):
     TYPE: ClassVar[str] = "status_request"
-    PATH: ClassVar[str] = TYPE
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Host(Message):
     """The HOST record: what a host says about itself in its ``status``."""
 
@@ -261,10 +248,8 @@ class Host(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Status(Message):
     TYPE: ClassVar[str] = "status"
-    PATH: ClassVar[str] = TYPE
     host: Annotated[Host, Record(Host)]
 
 
@@ -272,18 +257,15 @@ class Status(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class DiscoveryRequest(Message):
     """``models`` None (or empty): no filter. ``from_json`` clamps ``limit`` to 100."""
 
     TYPE: ClassVar[str] = "discovery_request"
-    PATH: ClassVar[str] = TYPE
     models: Annotated[tuple[str, ...] | None, TEXT_LIST] = None
     limit: Annotated[int, _DiscoveryLimit(min_value=1)] = DEFAULT_DISCOVERY_LIMIT
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PeerInfo(Message):
     """One peer of a discovery response: a hint to dial, never trusted as such."""
 
@@ -294,10 +276,8 @@ class PeerInfo(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class DiscoveryResponse(Message):
     TYPE: ClassVar[str] = "discovery_response"
-    PATH: ClassVar[str] = TYPE
     peers: Annotated[tuple[PeerInfo, ...], RecordList(PeerInfo)]
 
 
@@ -305,7 +285,6 @@ class DiscoveryResponse(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class InferenceRequest(Message):
     """fabstir-llm-node's request, ``{"Inference": {...}}``; every field is required."""
 
@@ -320,7 +299,6 @@ class InferenceRequest(Message):
 
 
 @schema
-@dataclass(frozen=True, slots=True, kw_only=True)
 class InferenceResponse(Message):
     """fabstir-llm-node's response, ``{"Inference": {...}}``; every field is required."""
 

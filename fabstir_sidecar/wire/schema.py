@@ -1,8 +1,9 @@
 """A small declarative schema engine for the JSON wire messages.
 
-A message is a frozen, keyword-only dataclass deriving from :class:`Message`, whose fields
-are annotated with their wire kind, e.g. ``job_id: Annotated[str, JOB_ID]``, and decorated
-with :func:`schema`. The engine then provides ``to_json()`` and ``from_json()``:
+A message is a class deriving from :class:`Message`, decorated with :func:`schema` (which
+makes it a frozen, keyword-only dataclass), whose fields are annotated with their wire
+kind, e.g. ``job_id: Annotated[str, JOB_ID]``. The engine provides ``to_json()`` and
+``from_json()``:
 
 * ``to_json`` writes ``type`` first (when the class has a ``TYPE``), then every field in
   declaration order, omitting optional fields that are None; a class with a ``TAG`` is
@@ -294,8 +295,17 @@ class _Any(_Plain):
 _ANY: Final = _Any()
 
 
+@typing.dataclass_transform(kw_only_default=True, frozen_default=True)
 def schema(cls: type[M]) -> type[M]:
-    """Build the field table of a ``Message`` dataclass from its ``Annotated`` kinds."""
+    """Make ``cls`` a frozen, slotted, keyword-only dataclass and build its field table.
+
+    ``PATH`` defaults to ``TYPE``. Pass a class through ``dataclasses.dataclass`` first
+    to choose other dataclass options (e.g. positional fields).
+    """
+    if not dataclasses.is_dataclass(cls):
+        cls = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    if "PATH" not in cls.__dict__ and cls.TYPE is not None:
+        cls.PATH = cls.TYPE
     hints = typing.get_type_hints(cls, include_extras=True)
     specs: list[_Spec] = []
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]

@@ -23,13 +23,12 @@ import json
 import math
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import anyio
 import httpx
 
-from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
+from fabstir_sidecar.backend import AsyncClosing, BackendError, Completion, StreamEnd, TokenStream
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.host.backends.http_response import Endpoint, describe, loads_or_none
 from fabstir_sidecar.host.backends.openai_chat import (
@@ -48,7 +47,7 @@ __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "OpenAIBackend"]
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 
 
-class OpenAIBackend:
+class OpenAIBackend(AsyncClosing):
     """Serve jobs with an OpenAI-compatible server at ``base_url`` (e.g.
     ``http://127.0.0.1:8080/v1``).
 
@@ -231,17 +230,6 @@ class OpenAIBackend:
         self._closed = True
         if self._owns_client:
             await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.url!r}, timeout={self._timeout!r})"
