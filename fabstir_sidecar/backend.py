@@ -25,7 +25,27 @@ from typing import Protocol, Self
 from fabstir_sidecar.core.errors import BackendError
 from fabstir_sidecar.wire.messages import JobRequest
 
-__all__ = ["Backend", "BackendError", "Completion", "StreamEnd", "TokenStream"]
+__all__ = ["AsyncClosing", "Backend", "BackendError", "Completion", "StreamEnd", "TokenStream"]
+
+
+class AsyncClosing:
+    """``async with`` support for a class whose ``aclose()`` releases its resources."""
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +65,7 @@ class StreamEnd:
     finish_reason: str
 
 
-class TokenStream:
+class TokenStream(AsyncClosing):
     """An async iterator of token texts; :attr:`completion` is available once it is exhausted.
 
     ``source`` is an async generator that yields the token texts (``str``) and then exactly
@@ -112,17 +132,6 @@ class TokenStream:
         """Stop the stream early and release the backend's resources (idempotent)."""
         self._closed = True
         await self._source.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class Backend(Protocol):

@@ -29,6 +29,7 @@ from fabstir_sidecar.protocols.inference import inference_handler
 from fabstir_sidecar.protocols.job import JobEvent, job_handler
 from fabstir_sidecar.protocols.status import status_handler
 from fabstir_sidecar.rpc.limits import RpcLimits
+from fabstir_sidecar.wire.codes import REJECTED_BUSY, REJECTED_MODEL_NOT_SERVED, Rejection
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host, PeerInfo
 
@@ -132,11 +133,14 @@ class HostService:
 
     # -- JobHost -------------------------------------------------------------
 
-    def try_admit(self, model: str) -> str | None:
+    def try_admit(self, model: str) -> Rejection | None:
         if model not in self._models:
-            return f"model {model!r} not served (serving: {', '.join(sorted(self._models))})"
+            served = ", ".join(sorted(self._models))
+            return Rejection(
+                REJECTED_MODEL_NOT_SERVED, f"model {model!r} not served (serving: {served})"
+            )
         if self._active >= self.config.max_jobs:
-            return BUSY
+            return Rejection(REJECTED_BUSY, BUSY)
         self._active += 1
         return None
 

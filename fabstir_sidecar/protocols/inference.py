@@ -3,8 +3,8 @@
 serde's externally tagged JSON: ``{"Inference": {...}}`` in, ``{"Inference": {...}}`` out,
 one frame each way. Served by the same host admission and backend as jobs; refusals and
 failures are answered with this project's ``error`` frame (the spec defines no Rust-side
-error shape): ``bad_request`` for a model not served, ``internal`` for busy or a backend
-failure.
+error shape): ``bad_request`` for a model not served, ``internal`` for any other refusal
+(busy, shutting down) or a backend failure.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fabstir_sidecar.protocols.job import JobEvent, JobHost
 from fabstir_sidecar.rpc.client import call
 from fabstir_sidecar.rpc.exchange import Exchange
 from fabstir_sidecar.rpc.server import RequestHandler
+from fabstir_sidecar.wire.codes import REJECTED_MODEL_NOT_SERVED
 from fabstir_sidecar.wire.messages import (
     ERROR_BAD_REQUEST,
     ERROR_INTERNAL,
@@ -30,14 +31,18 @@ from fabstir_sidecar.wire.messages import (
     JobRequest,
 )
 
+_ERROR_CODE_OF_REJECTION = {REJECTED_MODEL_NOT_SERVED: ERROR_BAD_REQUEST}
+"""The ``error`` code answering a refusal (by its rejection code); others: ``internal``."""
+
 
 def inference_handler(host: JobHost) -> RequestHandler:
     async def handle(exchange: Exchange) -> None:
         request = InferenceRequest.from_json(exchange.request)
         exchange.job_id = request.request_id
-        reason = host.try_admit(request.model)
-        if reason is not None:
-            code = ERROR_BAD_REQUEST if reason.startswith("model") else ERROR_INTERNAL
+        rejection = host.try_admit(request.model)
+        if rejection is not None:
+            code = _ERROR_CODE_OF_REJECTION.get(rejection.code, ERROR_INTERNAL)
+            reason = rejection.reason
             await exchange.send(
                 ErrorMessage(code=code, message=reason, job_id=request.request_id).to_json()
             )

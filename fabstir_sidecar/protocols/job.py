@@ -25,6 +25,7 @@ from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.rpc.client import open_request
 from fabstir_sidecar.rpc.exchange import Exchange
 from fabstir_sidecar.rpc.server import RequestHandler
+from fabstir_sidecar.wire.codes import Rejection
 from fabstir_sidecar.wire.messages import (
     ERROR_INTERNAL,
     MAX_JOB_ID_LENGTH,
@@ -60,8 +61,8 @@ class JobHost(Protocol):
 
     backend: Backend
 
-    def try_admit(self, model: str) -> str | None:
-        """Reserve a job slot; return a rejection reason instead if the job cannot run."""
+    def try_admit(self, model: str) -> Rejection | None:
+        """Reserve a job slot; return why not instead if the job cannot run."""
 
     def release(self) -> None: ...
 
@@ -78,8 +79,9 @@ def job_handler(host: JobHost) -> RequestHandler:
         exchange.job_id = _raw_job_id(exchange.request)  # so a bad_request error can echo it
         request = JobRequest.from_json(exchange.request)
         job_id, peer = request.job_id, exchange.peer_id
-        reason = host.try_admit(request.model)
-        if reason is not None:
+        rejection = host.try_admit(request.model)
+        if rejection is not None:
+            reason = rejection.reason
             await exchange.send(JobRejected(job_id=job_id, reason=reason).to_json())
             host.report(JobEvent(peer, job_id, request.model, "rejected", reason))
             return

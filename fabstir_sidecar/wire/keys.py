@@ -7,7 +7,6 @@ id: the key the TypeScript SDK's ``P2PClient.findProviders`` looks up.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Final
 
@@ -19,7 +18,6 @@ __all__ = [
     "JSON_MULTICODEC",
     "SHA2_256",
     "model_cid",
-    "model_cid_str",
 ]
 
 ANY_HOST_KEY: Final = "llm-inference"
@@ -41,9 +39,3 @@ def model_cid(model_id: str) -> bytes:
         raise ValueError(f"model id {model_id!r} is not valid Unicode text") from exc
     multihash = encode_uvarint(SHA2_256) + encode_uvarint(_SHA2_256_LENGTH) + digest
     return encode_uvarint(CID_VERSION) + encode_uvarint(JSON_MULTICODEC) + multihash
-
-
-def model_cid_str(model_id: str) -> str:
-    """The CID as text: multibase ``b`` + RFC 4648 base32, lower case, no padding."""
-    encoded = base64.b32encode(model_cid(model_id)).decode("ascii")
-    return "b" + encoded.lower().rstrip("=")

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from fabstir_sidecar.host.backends import BackendError, Completion, OpenAIBackend
-from fabstir_sidecar.wire.messages import JobRequest
+from fabstir_sidecar.wire.messages import ChatMessage, JobRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -245,6 +245,13 @@ async def stream_all(backend: OpenAIBackend, request: JobRequest) -> tuple[list[
     return got, tokens.completion
 
 
+async def run(backend: OpenAIBackend, *, stream: bool) -> Completion:
+    """One job, streamed or not."""
+    if stream:
+        return await backend.stream(job(stream=True)).collect()
+    return await backend.complete(job(stream=False))
+
+
 # ------------------------------------------------------------------ requests sent
 
 
@@ -282,6 +289,21 @@ async def test_absent_options_and_key_are_omitted(fake: FakeOpenAI) -> None:
             "messages": [{"role": "user", "content": "Say hello"}],
             "stream": stream,
         }
+
+
+async def test_a_job_with_messages_sends_them_as_the_chat(fake: FakeOpenAI) -> None:
+    chat = (
+        ChatMessage(role="system", content="You are terse."),
+        ChatMessage(role="user", content="Say hello"),
+    )
+    async with OpenAIBackend(fake.url) as backend:
+        await backend.complete(job(stream=False, messages=chat))
+        await backend.stream(job(stream=True, messages=chat)).collect()
+    for sent in fake.requests:
+        assert sent.body["messages"] == [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello"},
+        ]
 
 
 async def test_call_decides_stream_flag_not_request(fake: FakeOpenAI) -> None:
@@ -361,10 +383,7 @@ async def test_http_500_reports_status_and_server_message(fake: FakeOpenAI, stre
     fake.mode = "error500"
     async with OpenAIBackend(fake.url) as backend:
         with pytest.raises(BackendError) as info:
-            if stream:
-                await backend.stream(job(stream=True)).collect()
-            else:
-                await backend.complete(job(stream=False))
+            await run(backend, stream=stream)
     message = str(info.value)
     assert "500" in message
     assert "model 'nope' is not loaded" in message
@@ -382,10 +401,7 @@ async def test_invalid_json_is_a_backend_error(fake: FakeOpenAI, stream: bool) -
     fake.mode = "invalid_json"
     async with OpenAIBackend(fake.url) as backend:
         with pytest.raises(BackendError, match="not valid JSON"):
-            if stream:
-                await backend.stream(job(stream=True)).collect()
-            else:
-                await backend.complete(job(stream=False))
+            await run(backend, stream=stream)
 
 
 async def test_missing_fields_is_a_backend_error(fake: FakeOpenAI) -> None:
@@ -413,10 +429,7 @@ async def test_connection_refused_names_the_url(stream: bool) -> None:
     url = f"http://127.0.0.1:{port}/v1"
     async with OpenAIBackend(url) as backend:
         with pytest.raises(BackendError) as info:
-            if stream:
-                await backend.stream(job(stream=True)).collect()
-            else:
-                await backend.complete(job(stream=False))
+            await run(backend, stream=stream)
     assert f"{url}/chat/completions" in str(info.value)
     assert "connect" in str(info.value)
 
@@ -462,10 +475,7 @@ async def test_response_size_is_capped(fake: FakeOpenAI, stream: bool) -> None:
     fake.big_size = 200_000
     async with OpenAIBackend(fake.url, max_response_bytes=64 * 1024) as backend:
         with pytest.raises(BackendError, match="larger than 65536 bytes"):
-            if stream:
-                await backend.stream(job(stream=True)).collect()
-            else:
-                await backend.complete(job(stream=False))
+            await run(backend, stream=stream)
 
 
 # ------------------------------------------------------------------ client ownership

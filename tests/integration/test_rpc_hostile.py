@@ -28,7 +28,8 @@ from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.rpc.limits import RpcLimits
-from fabstir_sidecar.wire.framing import FrameDecoder, encode_frame, encode_json_frame
+from fabstir_sidecar.wire.framing import encode_frame, encode_json_frame
+from tests.frames import split_frames
 from tests.integration.helpers import make_node, raw_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -67,9 +68,8 @@ class Answer:
 
 def parse_frames(data: bytes) -> tuple[list[dict[str, Any]], int]:
     """Response frames in ``data`` (4-byte length + UTF-8 JSON), and leftover partial bytes."""
-    decoder = FrameDecoder()
-    frames = [json.loads(payload.decode("utf-8")) for payload in decoder.feed(data)]
-    return frames, decoder.pending
+    payloads, pending = split_frames(data)
+    return [json.loads(payload.decode("utf-8")) for payload in payloads], pending
 
 
 async def read_answer(stream: DaemonStream, timeout: float = 5.0) -> Answer:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncGenerator
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.host.backends import (
@@ -17,7 +14,6 @@ from fabstir_sidecar.host.backends import (
     StreamEnd,
     TokenStream,
 )
-from fabstir_sidecar.host.backends.openai import _LineSplitter
 
 
 class Source:
@@ -90,32 +86,6 @@ async def test_source_without_stream_end_is_a_backend_error() -> None:
 
 
 # ------------------------------------------------------------------ OpenAIBackend (no I/O)
-
-
-@given(
-    lines=st.lists(st.binary().map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))),
-    crlf=st.booleans(),
-    cuts=st.lists(st.integers(min_value=0)),
-)
-def test_line_splitter_is_independent_of_chunking(
-    lines: list[bytes], crlf: bool, cuts: list[int]
-) -> None:
-    end = b"\r\n" if crlf else b"\n"
-    data = b"".join(line + end for line in lines)
-    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    splitter = _LineSplitter()
-    got: list[bytes] = []
-    for a, b in itertools.pairwise(points):
-        got += splitter.feed(data[a:b])
-    assert got == lines
-    assert splitter.flush() is None
-
-
-def test_line_splitter_flushes_an_unterminated_last_line() -> None:
-    splitter = _LineSplitter()
-    assert splitter.feed(b"data: 1\ndata: 2") == [b"data: 1"]
-    assert splitter.flush() == b"data: 2"
-    assert splitter.flush() is None
 
 
 @pytest.mark.parametrize(

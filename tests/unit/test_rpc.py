@@ -34,9 +34,11 @@ from fabstir_sidecar.rpc.exchange import Exchange
 from fabstir_sidecar.rpc.frames import read_frame, write_frame
 from fabstir_sidecar.rpc.limits import RpcLimits
 from fabstir_sidecar.rpc.server import serve_requests
-from fabstir_sidecar.wire.framing import FrameDecoder, encode_frame, encode_json_frame
+from fabstir_sidecar.wire.codes import REJECTED_MODEL_NOT_SERVED, Rejection
+from fabstir_sidecar.wire.framing import encode_frame, encode_json_frame
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
 from fabstir_sidecar.wire.messages import BadRequestError, JobRequest
+from tests.frames import split_frames
 
 pytestmark = pytest.mark.anyio
 
@@ -71,10 +73,9 @@ async def read_all(remote: anyio.abc.SocketStream) -> bytes:
 
 
 def frames_of(data: bytes) -> list[dict[str, Any]]:
-    decoder = FrameDecoder()
-    frames = [json.loads(payload) for payload in decoder.feed(data)]
-    assert decoder.at_boundary, f"trailing partial frame in {data!r}"
-    return frames
+    payloads, pending = split_frames(data)
+    assert not pending, f"trailing partial frame in {data!r}"
+    return [json.loads(payload) for payload in payloads]
 
 
 # --------------------------------------------------------------------- read/write
@@ -406,9 +407,9 @@ class FakeHost:
         self.active = 0
         self.events: list[JobEvent] = []
 
-    def try_admit(self, model: str) -> str | None:
+    def try_admit(self, model: str) -> Rejection | None:
         if model not in self.models:
-            return f"model {model!r} not served"
+            return Rejection(REJECTED_MODEL_NOT_SERVED, f"model {model!r} not served")
         self.active += 1
         return None
 
@@ -536,9 +537,9 @@ async def test_call_writes_one_request_and_returns_the_answer() -> None:
             control = FakeControl(stream)
 
             async def responder() -> bytes:
-                decoder = FrameDecoder()
-                while not (got := decoder.feed(await remote.receive())):
-                    pass
+                data = b""
+                while not (got := split_frames(data)[0]):
+                    data += await remote.receive()
                 await remote.send(encode_json_frame({"type": "status", "ok": True}))
                 return got[0]
 

@@ -16,7 +16,6 @@ from fabstir_sidecar.wire.keys import (
     JSON_MULTICODEC,
     SHA2_256,
     model_cid,
-    model_cid_str,
 )
 
 # Pinned from an independent implementation (PROTOCOL.md section 4).
@@ -24,6 +23,13 @@ PINNED = {
     "llama-3.2-1b-instruct": "bagaaieraa64w6m7747utd7mecp2suu23xc2l5ic6aevldjd7sqri6gnap74a",
     "llm-inference": "bagaaieralu6skurcw3oxluud3ueky6geqzs6b62s5eaj457pr5bgtm52gnza",
 }
+
+
+def model_cid_str(model_id: str) -> str:
+    """The CID as text (multibase ``b``: lower-case RFC 4648 base32, no padding)."""
+    return "b" + base64.b32encode(model_cid(model_id)).decode().lower().rstrip("=")
+
+
 model_ids = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=64)
 
 

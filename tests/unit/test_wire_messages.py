@@ -11,10 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fabstir_sidecar.core.errors import MalformedMessageError, ProtocolError
+from fabstir_sidecar.wire.codes import REJECTED_BUSY, REJECTED_CODES
 from fabstir_sidecar.wire.json_codec import decode_json_object, encode_json
 from fabstir_sidecar.wire.messages import (
     DEFAULT_DISCOVERY_LIMIT,
     ERROR_BAD_REQUEST,
+    ERROR_BUSY,
     ERROR_CODES,
     ERROR_INTERNAL,
     ERROR_TIMEOUT,
@@ -23,6 +25,7 @@ from fabstir_sidecar.wire.messages import (
     MAX_JOB_ID_LENGTH,
     MAX_SAFE_INTEGER,
     BadRequestError,
+    ChatMessage,
     DiscoveryRequest,
     DiscoveryResponse,
     ErrorMessage,
@@ -420,13 +423,15 @@ def test_identifiers_must_not_be_empty() -> None:
 
 
 def test_error_codes() -> None:
-    assert (ERROR_BAD_REQUEST, ERROR_TOO_LARGE, ERROR_INTERNAL, ERROR_TIMEOUT) == (
+    assert (ERROR_BAD_REQUEST, ERROR_TOO_LARGE, ERROR_INTERNAL, ERROR_TIMEOUT, ERROR_BUSY) == (
         "bad_request",
         "too_large",
         "internal",
         "timeout",
+        "busy",
     )
-    assert frozenset({"bad_request", "too_large", "internal", "timeout"}) == ERROR_CODES
+    assert frozenset({"bad_request", "too_large", "internal", "timeout", "busy"}) == ERROR_CODES
+    assert frozenset({"model_not_served", "busy", "shutting_down"}) == REJECTED_CODES
 
 
 def test_unknown_error_code_is_accepted() -> None:
@@ -568,6 +573,84 @@ def test_inference_from_rust_node_bytes() -> None:
     )
 
 
+# ------------------------------------------------------------------ PROTOCOL.md 3.1 additions
+
+
+CHAT = (ChatMessage(role="system", content=""), ChatMessage(role="user", content="hi"))
+
+
+def test_job_request_messages_round_trip_after_the_other_fields() -> None:
+    msg = JobRequest(job_id="j", model="m", prompt="p", messages=CHAT)
+    data = msg.to_json()
+    assert list(data) == ["type", "job_id", "model", "prompt", "stream", "messages"]
+    assert data["messages"] == [
+        {"role": "system", "content": ""},
+        {"role": "user", "content": "hi"},
+    ]
+    assert JobRequest.from_json(decode_json_object(encode_json(data))) == msg
+    assert "messages" not in JobRequest(job_id="j", model="m", prompt="p").to_json()
+
+
+def test_job_request_messages_are_validated() -> None:
+    base = {"type": "job_request", "job_id": "j", "model": "m", "prompt": "p"}
+    assert JobRequest.from_json(base | {"messages": None}).messages is None
+    assert JobRequest.from_json(base | {"messages": []}).messages == ()
+    with bad_request("job_request.messages", "expected array, got object"):
+        JobRequest.from_json(base | {"messages": {"role": "user"}})
+    with bad_request("job_request.messages[0]", "expected object, got string"):
+        JobRequest.from_json(base | {"messages": ["hi"]})
+    with bad_request("job_request.messages[1].content", "missing required field"):
+        JobRequest.from_json(base | {"messages": [{"role": "a", "content": ""}, {"role": "u"}]})
+    with bad_request("job_request.messages[0].role", "must not be empty"):
+        JobRequest.from_json(base | {"messages": [{"role": "", "content": "x"}]})
+    with bad_request("job_request.messages[0].content", "expected string, got integer"):
+        JobRequest.from_json(base | {"messages": [{"role": "user", "content": 1}]})
+    unknown = {"role": "user", "content": "x", "name": "bob"}
+    assert JobRequest.from_json(base | {"messages": [unknown]}).messages == (
+        ChatMessage(role="user", content="x"),
+    )
+
+
+def test_job_rejected_code_and_retry_after() -> None:
+    msg = JobRejected(job_id="j", reason="busy", code=REJECTED_BUSY, retry_after_ms=250)
+    data = msg.to_json()
+    assert data == {
+        "type": "job_rejected",
+        "job_id": "j",
+        "reason": "busy",
+        "code": "busy",
+        "retry_after_ms": 250,
+    }
+    assert list(data) == ["type", "job_id", "reason", "code", "retry_after_ms"]
+    assert parse_job_response(data) == msg
+    base = {"type": "job_rejected", "job_id": "j", "reason": ""}
+    assert JobRejected.from_json(base | {"code": "later_maybe"}).code == "later_maybe"
+    with bad_request("job_rejected.code", "must not be empty"):
+        JobRejected.from_json(base | {"code": ""})
+    with bad_request(
+        "job_rejected.retry_after_ms", f"must be between 0 and {MAX_SAFE_INTEGER}, got -1"
+    ):
+        JobRejected.from_json(base | {"retry_after_ms": -1})
+    with bad_request("job_rejected.retry_after_ms", "expected integer, got number"):
+        JobRejected.from_json(base | {"retry_after_ms": 1.5})
+
+
+def test_error_retry_after() -> None:
+    msg = ErrorMessage(code=ERROR_BUSY, message="full", job_id="j", retry_after_ms=0)
+    assert msg.to_json() == {
+        "type": "error",
+        "job_id": "j",
+        "code": "busy",
+        "message": "full",
+        "retry_after_ms": 0,
+    }
+    assert parse_job_response(msg.to_json()) == msg
+    with bad_request("error.retry_after_ms", "expected integer, got boolean"):
+        ErrorMessage.from_json(
+            {"type": "error", "code": "busy", "message": "", "retry_after_ms": True}
+        )
+
+
 # ------------------------------------------------------------------ properties
 
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
@@ -594,8 +677,20 @@ hosts = st.builds(
 job_responses = st.one_of(
     st.builds(JobToken, job_id=job_ids, text=text),
     st.builds(JobResult, job_id=job_ids, content=text, tokens_used=counts, finish_reason=text),
-    st.builds(JobRejected, job_id=job_ids, reason=text),
-    st.builds(ErrorMessage, code=ident, message=text, job_id=st.none() | job_ids),
+    st.builds(
+        JobRejected,
+        job_id=job_ids,
+        reason=text,
+        code=st.none() | ident,
+        retry_after_ms=st.none() | counts,
+    ),
+    st.builds(
+        ErrorMessage,
+        code=ident,
+        message=text,
+        job_id=st.none() | job_ids,
+        retry_after_ms=st.none() | counts,
+    ),
 )
 messages = st.one_of(
     st.builds(
@@ -606,6 +701,8 @@ messages = st.one_of(
         max_tokens=st.none() | counts,
         temperature=st.none() | floats,
         stream=st.booleans(),
+        messages=st.none()
+        | st.lists(st.builds(ChatMessage, role=ident, content=text), max_size=3).map(tuple),
     ),
     job_responses,
     st.just(StatusRequest()),
@@ -687,6 +784,8 @@ def test_unknown_top_level_fields_never_change_the_result(msg: Any, extra: dict[
                 "Inference",
                 "code",
                 "message",
+                "messages",
+                "retry_after_ms",
             ]
         ),
         json_scalars | st.lists(json_scalars, max_size=2),

@@ -9,13 +9,11 @@ concatenate to the content exactly.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from types import TracebackType
-from typing import Self
 
 import anyio
 import anyio.lowlevel
 
-from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
+from fabstir_sidecar.backend import AsyncClosing, BackendError, Completion, StreamEnd, TokenStream
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.wire.messages import JobRequest
 
@@ -24,7 +22,7 @@ __all__ = ["EchoBackend"]
 _PREFIX = "echo:"
 
 
-class EchoBackend:
+class EchoBackend(AsyncClosing):
     """Echo the prompt. ``delay``: seconds slept before each token (``complete()`` sleeps the
     same total). ``fail_on``: a prompt containing this substring raises BackendError (an
     empty string makes every job fail).
@@ -76,17 +74,6 @@ class EchoBackend:
 
     async def aclose(self) -> None:
         """Nothing to release."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"EchoBackend(delay={self._delay!r}, fail_on={self._fail_on!r})"
