@@ -64,7 +64,15 @@ from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.rpc.exchange import Exchange, FrameBatch
 from fabstir_sidecar.rpc.limits import RpcLimits
 from fabstir_sidecar.tools.roles import role_config
-from fabstir_sidecar.wire.messages import Host, InferenceResponse, JobRequest, JobResult, PeerInfo
+from fabstir_sidecar.wire.codes import Rejection
+from fabstir_sidecar.wire.messages import (
+    ChatMessage,
+    Host,
+    InferenceResponse,
+    JobRequest,
+    JobResult,
+    PeerInfo,
+)
 
 __all__ = [
     "ENV_VARS",
@@ -73,6 +81,7 @@ __all__ = [
     "BadRequestError",
     "BootstrapResult",
     "CachedPeer",
+    "ChatMessage",
     "Completion",
     "ConfigError",
     "ConnectionLostError",
@@ -133,6 +142,7 @@ __all__ = [
     "PeerUnreachableError",
     "ProtocolError",
     "ProtocolNotSupportedError",
+    "Rejection",
     "RemoteError",
     "RetryConfig",
     "RetryExhaustedError",

@@ -214,7 +214,7 @@ class NodeConfig:
     message_linger: float = 0.5
     """Seconds ``stop()`` keeps connections open after the last SDK message was sent.
 
-    ``/message`` has no acknowledgement (PROTOCOL.md section 2): the sender's daemon has
+    ``/message`` has no acknowledgement (docs/protocol.md §2-4): the sender's daemon has
     written the bytes, but a busy receiver whose daemon has not yet accepted the stream loses
     it when the connection closes. Lingering gives it that time (0: no linger)."""
     restart_daemon: bool = True
@@ -223,7 +223,7 @@ class NodeConfig:
     mdns_interval: float = 10.0
     """Seconds between mDNS queries (RFC 6762 allows no less than 1)."""
     provide_interval: float = 3600.0
-    """Seconds between DHT re-provides of a host's model records (PROTOCOL.md section 4)."""
+    """Seconds between DHT re-provides of a host's model records (docs/protocol.md §8)."""
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

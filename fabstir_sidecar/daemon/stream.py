@@ -6,7 +6,7 @@ bytes), every read is bounded by a caller-given cap, and socket-level failures b
 ``StreamClosedError``. Timeouts are the caller's: wrap calls in ``anyio.fail_after``.
 
 Closing: ``aclose()`` closes both directions. p2pd then closes the libp2p stream, so never
-close a stream you still expect a reply on (see PROTOCOL.md section 2).
+close a stream you still expect a reply on (see docs/protocol.md §2-4).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ __all__ = ["FinderConfig", "LookupStats"]
 
 @dataclass(frozen=True, slots=True)
 class FinderConfig:
-    """Tuning of ``find_host`` / ``find_hosts`` (PROTOCOL.md section 6)."""
+    """Tuning of ``find_host`` / ``find_hosts`` (docs/discovery.md)."""
 
     fanout: int = 16
     """Concurrent status queries."""

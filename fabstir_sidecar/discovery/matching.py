@@ -1,4 +1,4 @@
-"""Host matching (PROTOCOL.md section 6): pure filtering, ranking and "why nothing matched".
+"""Host matching (docs/discovery.md): pure filtering, ranking and "why nothing matched".
 
 No I/O: the finder collects ``Candidate`` answers (a host's own status record plus the
 latency we measured) and hands them here.

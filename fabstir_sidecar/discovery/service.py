@@ -1,6 +1,6 @@
 """Finding hosts: candidate sources → concurrent status queries → matching.
 
-Candidates (PROTOCOL.md section 6) come from, in this order of preference: hosts already
+Candidates (docs/discovery.md) come from, in this order of preference: hosts already
 known (fresh status answers, the persisted peer cache), DHT providers of each required model
 (or of ``llm-inference``), peers found by mDNS, discovery-protocol answers of connected
 peers (hints only), then connected and bootstrap peers. Each candidate's status is asked
@@ -167,7 +167,7 @@ class Discovery:
     # ---------------------------------------------------- answering exchange
 
     async def _answer_discovery(self, exchange: Exchange) -> None:
-        """``/fabstir-llm/discovery/1.0.0`` (PROTOCOL.md 3.3): the hosts this node knows.
+        """``/fabstir-llm/discovery/1.0.0`` (docs/protocol.md §6.3): the hosts this node knows.
 
         A node learns hosts from its own lookups; a bootstrap node makes none. So first ask the
         connected peers we know nothing about for their status (bounded, in the background),

@@ -35,17 +35,6 @@ class SingleFlight(Generic[T]):
         self._entries: dict[Hashable, _Entry[T]] = {}
         self.calls = 0  # how many times the work actually ran (for tests and benchmarks)
 
-    def peek(self, key: Hashable) -> T | None:
-        entry = self._entries.get(key)
-        if (
-            entry
-            and entry.done.is_set()
-            and entry.error is None
-            and (entry.expires > anyio.current_time())
-        ):
-            return entry.value
-        return None
-
     def forget(self, key: Hashable) -> None:
         self._entries.pop(key, None)
 

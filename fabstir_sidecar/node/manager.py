@@ -377,7 +377,7 @@ class DiscoveryManager:
         return await self.discovery.find_hosts(criteria)
 
     async def find_host(self, criteria: HostCriteria | None = None) -> HostStatus:
-        """The best host for ``criteria`` (PROTOCOL.md section 6)."""
+        """The best host for ``criteria`` (docs/discovery.md)."""
         return await self.discovery.find_host(criteria)
 
     async def wait_for_mdns_peer(self, timeout: float) -> bool:

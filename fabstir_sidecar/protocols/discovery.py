@@ -1,4 +1,4 @@
-"""``/fabstir-llm/discovery/1.0.0``: peer exchange (PROTOCOL.md 3.3). Answers are hints."""
+"""``/fabstir-llm/discovery/1.0.0``: peer exchange (docs/protocol.md §6.3). Answers are hints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Protocol ids of PROTOCOL.md section 2 (the SDK message id depends on the node's prefix)."""
+"""Protocol ids of docs/protocol.md §2-4 (the SDK message id depends on the node's prefix)."""
 
 JOB = "/fabstir-llm/job/1.0.0"
 STATUS = "/fabstir-llm/status/1.0.0"

@@ -1,4 +1,4 @@
-"""``/fabstir/inference/1.0.0``: fabstir-llm-node compatibility (PROTOCOL.md 3.4).
+"""``/fabstir/inference/1.0.0``: fabstir-llm-node compatibility (docs/protocol.md §6.4).
 
 serde's externally tagged JSON: ``{"Inference": {...}}`` in, ``{"Inference": {...}}`` out,
 one frame each way. Served by the same host admission and backend as jobs; refusals and

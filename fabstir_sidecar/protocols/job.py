@@ -1,13 +1,13 @@
 """``/fabstir-llm/job/1.0.0``: a job_request, then tokens (if streamed) and one terminal frame.
 
-Terminal frames (PROTOCOL.md 3.1): ``job_result``, ``job_rejected`` (model not served, busy)
+Terminal frames (docs/protocol.md §6.1): ``job_result``, ``job_rejected`` (model not served, busy)
 or ``error``. The host closes the stream after it; the requester never half-closes before.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -82,7 +82,13 @@ def job_handler(host: JobHost) -> RequestHandler:
         rejection = host.try_admit(request.model)
         if rejection is not None:
             reason = rejection.reason
-            await exchange.send(JobRejected(job_id=job_id, reason=reason).to_json())
+            answer = JobRejected(
+                job_id=job_id,
+                reason=reason,
+                code=rejection.code,
+                retry_after_ms=rejection.retry_after_ms,
+            )
+            await exchange.send(answer.to_json())
             host.report(JobEvent(peer, job_id, request.model, "rejected", reason))
             return
         try:
@@ -148,9 +154,17 @@ async def job_frames(
                 yield response
                 return
             elif isinstance(response, JobRejected):
-                if response.reason in BUSY_CODES:  # the code, once hosts send one
-                    raise HostBusyError(response.reason, response.reason, peer_id=peer_id)
-                raise JobRejectedError(response.reason, peer_id=peer_id)
+                # Hosts that predate rejection codes said reason "busy".
+                code = response.code or (response.reason if response.reason in BUSY_CODES else "")
+                if code in BUSY_CODES:
+                    wait = response.retry_after_ms
+                    raise HostBusyError(
+                        code,
+                        response.reason,
+                        peer_id=peer_id,
+                        retry_after=None if wait is None else wait / 1000,
+                    )
+                raise JobRejectedError(response.reason, peer_id=peer_id, code=code or "rejected")
             else:
                 raise RemoteError(response.code, response.message, peer_id=peer_id)
 
@@ -161,11 +175,8 @@ async def run_job_once(
     request: JobRequest,
     *,
     timeout: float,
-    on_token: Callable[[str], None] | None = None,
 ) -> JobResult:
     async for frame in job_frames(control, peer_id, request, timeout=timeout):
         if isinstance(frame, JobResult):
             return frame
-        if on_token is not None:
-            on_token(frame.text)
     raise MalformedMessageError(f"host {peer_id} closed the job stream without a result")

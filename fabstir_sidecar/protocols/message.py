@@ -1,4 +1,4 @@
-"""``<prefix>/message``: the TypeScript SDK's one-way messages (PROTOCOL.md section 2).
+"""``<prefix>/message``: the TypeScript SDK's one-way messages (docs/protocol.md §2-4).
 
 One JSON value per stream, unframed: the sender writes UTF-8 JSON and closes; the receiver
 reads until EOF, at most ``max_size`` bytes, within ``timeout`` seconds. The sender is the

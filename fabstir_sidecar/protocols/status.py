@@ -1,4 +1,4 @@
-"""``/fabstir-llm/status/1.0.0``: one status_request, one status frame (PROTOCOL.md 3.2)."""
+"""``/fabstir-llm/status/1.0.0``: one status_request, one status frame (docs/protocol.md §6.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The request/response layer every framed protocol runs on (PROTOCOL.md section 2).
+"""The request/response layer every framed protocol runs on (docs/protocol.md §2-4).
 
 Frames are a 4-byte big-endian length and UTF-8 JSON (``wire/framing.py``). This module adds
 the I/O policy, once for all protocols:

@@ -1,4 +1,4 @@
-"""The machine-readable codes of PROTOCOL.md 3.1: ``error`` codes and ``job_rejected`` codes.
+"""The machine-readable codes of docs/protocol.md §6.1: ``error`` codes and ``job_rejected`` codes.
 
 Peers may send codes not listed here; messages accept any non-empty code as is.
 """

@@ -1,4 +1,4 @@
-"""Strict UTF-8 JSON for the wire (PROTOCOL.md section 2).
+"""Strict UTF-8 JSON for the wire (docs/protocol.md §2-4).
 
 Decoding is stricter than :func:`json.loads` in the ways that matter to a peer:
 invalid UTF-8, a byte order mark, ``NaN``/``Infinity`` and numbers that overflow

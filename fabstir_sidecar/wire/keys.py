@@ -1,4 +1,4 @@
-"""DHT provider keys (PROTOCOL.md section 4).
+"""DHT provider keys (docs/protocol.md §8).
 
 A host provides, for every model it serves and for :data:`ANY_HOST_KEY`, the CID v1
 with multicodec ``json`` (0x0200) whose multihash is sha2-256 of the UTF-8 model

@@ -1,4 +1,4 @@
-"""Typed, validated messages of PROTOCOL.md section 3, declared as schema tables.
+"""Typed, validated messages of docs/protocol.md §6, declared as schema tables.
 
 Each message is a frozen dataclass whose fields carry their wire kind (see
 :mod:`~fabstir_sidecar.wire.schema`): ``to_json()`` gives a dict ready for

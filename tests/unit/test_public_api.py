@@ -11,6 +11,8 @@ from typing import Any
 import fabstir_sidecar
 
 PINNED = {
+    "ChatMessage",
+    "Rejection",
     "CachedPeer",
     "FrameBatch",
     "PeerCache",
