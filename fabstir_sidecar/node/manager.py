@@ -275,12 +275,7 @@ class DiscoveryManager:
 
     async def serve(self, protocol: str, handler: RequestHandler, limits: RpcLimits) -> None:
         """Answer framed requests of ``protocol`` (the rpc layer applies ``limits``)."""
-        await self.add_stream_handler(
-            protocol,
-            serve_requests(handler, limits),
-            max_concurrent=limits.max_concurrent,
-            max_per_peer=limits.max_per_peer,
-        )
+        await self.add_stream_handler(protocol, serve_requests(handler, limits), limits)
 
     def spawn(self, work: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``work(*args)`` in the node's task group: it is cancelled when the node stops."""
@@ -292,18 +287,15 @@ class DiscoveryManager:
         self.discovery.set_local_host(host)
 
     async def add_stream_handler(
-        self,
-        protocol: str,
-        handler: StreamHandler,
-        *,
-        max_concurrent: int = 256,
-        max_per_peer: int = 64,
+        self, protocol: str, handler: StreamHandler, limits: RpcLimits | None = None
     ) -> None:
-        """Serve a raw stream protocol on this node (framed ones: :meth:`serve`)."""
+        """Serve a raw stream protocol on this node, with ``limits``' concurrency caps
+        (framed protocols: :meth:`serve`)."""
         self._require_control()
         assert self._handlers is not None
+        caps = limits or RpcLimits()
         await self._handlers.add(
-            protocol, handler, max_concurrent=max_concurrent, max_per_peer=max_per_peer
+            protocol, handler, max_concurrent=caps.max_concurrent, max_per_peer=caps.max_per_peer
         )
 
     # ------------------------------------------------------------ the SDK's API
