@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
+from fabstir_sidecar.core.defaults import DEFAULT_TIMEOUT, MAX_MESSAGE_SIZE
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.core.multiaddr import (
     check_bootstrap_addr,
@@ -202,10 +203,10 @@ class NodeConfig:
     enable_mdns: bool = True
     max_connections: int = 10
     min_connections: int = 0
-    connection_timeout: float = 30.0
+    connection_timeout: float = DEFAULT_TIMEOUT
     """Seconds (the ``P2P_CONNECTION_TIMEOUT`` environment variable is milliseconds)."""
     protocol_prefix: str = DEFAULT_PROTOCOL_PREFIX
-    max_message_size: int = 1_048_576
+    max_message_size: int = MAX_MESSAGE_SIZE
     identity_file: Path | None = None
     p2pd_path: str | None = None
     control_addr: str | None = None

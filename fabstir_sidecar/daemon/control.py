@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 from multiaddr import Multiaddr
 
+from fabstir_sidecar.core.defaults import DEFAULT_TIMEOUT
 from fabstir_sidecar.core.errors import (
     ConfigError,
     DaemonUnavailableError,
@@ -55,7 +56,7 @@ class DaemonControl:
     """
 
     def __init__(
-        self, control_addr: str, *, gate: Gate = _no_gate, request_timeout: float = 30.0
+        self, control_addr: str, *, gate: Gate = _no_gate, request_timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         self.control_addr = control_addr
         self._gate = gate
