@@ -9,9 +9,11 @@ were made and why each failed. A streamed job is only retried before its first t
 
 from __future__ import annotations
 
+import bisect
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
@@ -27,6 +29,7 @@ from .errors import (
     DaemonUnavailableError,
     FabstirError,
     FabstirTimeoutError,
+    JobRejectedError,
     PeerUnreachableError,
     RetryExhaustedError,
     StreamClosedError,
@@ -37,6 +40,7 @@ from .protocols.inference import request_inference
 from .protocols.job import job_frames, run_job_once
 from .protocols.status import HostStatus, request_status
 from .wire.messages import (
+    ChatMessage,
     InferenceRequest,
     InferenceResponse,
     JobRequest,
@@ -67,6 +71,40 @@ class RetryPolicy:
         return cls(attempts=1)
 
 
+JOB_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """What this client's jobs did (read by the gateway's /metrics): outcome counts
+    (``result``, ``rejected``, ``error``, ``cancelled``), tokens streamed, and job durations
+    counted per upper bound of ``JOB_DURATION_BUCKETS`` (the last slot: above them all)."""
+
+    jobs: dict[str, int] = field(default_factory=dict)
+    tokens_streamed: int = 0
+    duration_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(JOB_DURATION_BUCKETS) + 1)
+    )
+    duration_sum: float = 0.0
+
+    def record(self, outcome: str, seconds: float) -> None:
+        self.jobs[outcome] = self.jobs.get(outcome, 0) + 1
+        self.duration_counts[bisect.bisect_left(JOB_DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "result"
+    if isinstance(exc, JobRejectedError):
+        return "rejected"
+    if isinstance(exc, FabstirError):
+        return "error"
+    return "cancelled"
+
+
 class FabstirClient:
     """Talk to hosts through ``node``. ``peer`` arguments are a peer ID or a full multiaddr."""
 
@@ -82,6 +120,7 @@ class FabstirClient:
         self.retry = retry or RetryPolicy()
         self.request_timeout = request_timeout or node.config.connection_timeout
         self.job_timeout = job_timeout
+        self.stats = ClientStats()
 
     async def _resolve(self, peer: str) -> str:
         """A multiaddr is (re)dialed on every attempt: after a host restart its address holds."""
@@ -149,6 +188,7 @@ class FabstirClient:
         temperature: float | None,
         stream: bool,
         job_id: str | None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> JobRequest:
         return JobRequest(
             job_id=job_id or uuid.uuid4().hex,
@@ -157,6 +197,7 @@ class FabstirClient:
             max_tokens=max_tokens,
             temperature=temperature,
             stream=stream,
+            messages=None if messages is None else tuple(messages),
         )
 
     async def run_job(
@@ -168,15 +209,25 @@ class FabstirClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         job_id: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> JobResult:
-        request = self._job(model, prompt, max_tokens, temperature, False, job_id)
+        """``messages``: the chat ``prompt`` was rendered from (PROTOCOL.md 3.1)."""
+        request = self._job(model, prompt, max_tokens, temperature, False, job_id, messages)
 
         async def once() -> JobResult:
             return await run_job_once(
                 self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
             )
 
-        return await self._retrying(f"job {request.job_id} on {peer}", once)
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            return await self._retrying(f"job {request.job_id} on {peer}", once)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self.stats.record(_outcome(failure), time.perf_counter() - started)
 
     def stream_job(
         self,
@@ -187,9 +238,10 @@ class FabstirClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         job_id: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> JobStream:
         """``async for token in client.stream_job(...)``; then ``.result`` holds the result."""
-        request = self._job(model, prompt, max_tokens, temperature, True, job_id)
+        request = self._job(model, prompt, max_tokens, temperature, True, job_id, messages)
         return JobStream(self, peer, request)
 
     async def infer(
@@ -247,14 +299,24 @@ class JobStream:
                 await frames.aclose()
                 raise
 
-        # Retry only until the first frame arrived: later, a retry would repeat tokens.
-        frames, frame = await client._retrying(
-            f"job {self.request.job_id} on {self._peer}", open_and_first
-        )
+        started = time.perf_counter()
+        stats = client.stats
+        failure: BaseException | None = None
         try:
-            while isinstance(frame, JobToken):
-                yield frame.text
-                frame = await anext(frames)
-            self.result = frame
+            # Retry only until the first frame arrived: later, a retry would repeat tokens.
+            frames, frame = await client._retrying(
+                f"job {self.request.job_id} on {self._peer}", open_and_first
+            )
+            try:
+                while isinstance(frame, JobToken):
+                    stats.tokens_streamed += 1
+                    yield frame.text
+                    frame = await anext(frames)
+                self.result = frame
+            finally:
+                await frames.aclose()
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            await frames.aclose()
+            stats.record(_outcome(failure), time.perf_counter() - started)

@@ -68,6 +68,8 @@ class HostStats:
     results: int = 0
     rejected: int = 0
     errors: int = 0
+    # (protocol, decision) -> count; decision: admitted, busy, model_not_served
+    admissions: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -138,13 +140,19 @@ class HostService:
 
     # -- JobHost -------------------------------------------------------------
 
-    def try_admit(self, model: str) -> str | None:
+    def try_admit(self, model: str, protocol: str = "job") -> str | None:
+        reason: str | None = None
         if model not in self._models:
-            return f"model {model!r} not served (serving: {', '.join(sorted(self._models))})"
-        if self._active >= self.config.max_jobs:
-            return BUSY
-        self._active += 1
-        return None
+            decision = "model_not_served"
+            reason = f"model {model!r} not served (serving: {', '.join(sorted(self._models))})"
+        elif self._active >= self.config.max_jobs:
+            decision, reason = BUSY, BUSY
+        else:
+            decision = "admitted"
+            self._active += 1
+        key = (protocol, decision)
+        self.stats.admissions[key] = self.stats.admissions.get(key, 0) + 1
+        return reason
 
     def release(self) -> None:
         self._active -= 1

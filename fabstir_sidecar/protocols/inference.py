@@ -29,7 +29,7 @@ def inference_handler(host: JobHost) -> RequestHandler:
     async def handle(exchange: Exchange) -> None:
         request = InferenceRequest.from_json(exchange.request)
         exchange.job_id = request.request_id
-        reason = host.try_admit(request.model)
+        reason = host.try_admit(request.model, "inference")
         if reason is not None:
             code = ERROR_BAD_REQUEST if reason.startswith("model") else ERROR_INTERNAL
             await exchange.send(

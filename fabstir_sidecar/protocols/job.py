@@ -48,8 +48,9 @@ class JobHost(Protocol):
 
     backend: Backend
 
-    def try_admit(self, model: str) -> str | None:
-        """Reserve a job slot; return a rejection reason instead if the job cannot run."""
+    def try_admit(self, model: str, protocol: str = "job") -> str | None:
+        """Reserve a job slot; return a rejection reason instead if the job cannot run
+        (``protocol``: which protocol asked, ``job`` or ``inference``, for the counters)."""
 
     def release(self) -> None: ...
 

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_JOB_ID_LENGTH",
     "MAX_SAFE_INTEGER",
     "BadRequestError",
+    "ChatMessage",
     "DiscoveryRequest",
     "DiscoveryResponse",
     "ErrorMessage",
@@ -251,6 +252,26 @@ def _country_code(fields: _Fields, name: str) -> str | None:
 # ------------------------------------------------------------------ 3.1 job
 
 
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One entry of a job's ``messages``: the chat the prompt was rendered from."""
+
+    role: str
+    content: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "content": self.content}
+
+
+def _chat_messages(f: _Fields, name: str) -> tuple[ChatMessage, ...] | None:
+    if f._get(name, False) is None:
+        return None
+    return tuple(
+        ChatMessage(role=m.string("role", non_empty=True), content=m.string("content"))
+        for m in f.obj_list(name)
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobRequest:
     TYPE: ClassVar[str] = "job_request"
@@ -260,6 +281,7 @@ class JobRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False
+    messages: tuple[ChatMessage, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _without_none(
@@ -271,6 +293,7 @@ class JobRequest:
                 "max_tokens": self.max_tokens,
                 "temperature": self.temperature,
                 "stream": self.stream,
+                "messages": None if self.messages is None else [m.to_json() for m in self.messages],
             }
         )
 
@@ -284,6 +307,7 @@ class JobRequest:
             max_tokens=f.opt_integer("max_tokens", min_value=0),
             temperature=f.opt_number("temperature"),
             stream=f.opt_boolean("stream") or False,
+            messages=_chat_messages(f, "messages"),
         )
 
 

@@ -178,7 +178,9 @@ class OpenAIBackend:
     def _body(self, request: JobRequest, *, stream: bool) -> bytes:
         body: dict[str, Any] = {
             "model": self._model_map.get(request.model, request.model),
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": [m.to_json() for m in request.messages]
+            if request.messages
+            else [{"role": "user", "content": request.prompt}],
             "stream": stream,
         }
         if request.max_tokens is not None:
