@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ..logs import LogFormat, setup_logging
-from . import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
+from . import daemon_cmd, demo_cmd, discovery_cmd, gateway_cmd, host_cmd, node_cmd
 
 app = typer.Typer(
     name="fabstir-sidecar",
@@ -28,6 +28,7 @@ app.command("bootstrap")(discovery_cmd.bootstrap)
 app.command("find")(discovery_cmd.find)
 app.command("diagnose")(discovery_cmd.diagnose)
 app.command("demo")(demo_cmd.demo)
+app.command("gateway")(gateway_cmd.gateway)
 
 
 @app.callback()

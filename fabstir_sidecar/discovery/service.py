@@ -128,6 +128,8 @@ class Discovery:
         self._learning_started = -LEARN_GAP
         self._connected: list[str] = []  # LIST_PEERS of the last round
         self.last_lookup = LookupStats()
+        self.lookups: dict[str, int] = {}  # outcome (match, no_match, error) -> count
+        self.lookup_seconds = 0.0  # total time spent in lookups
 
     @property
     def status_queries(self) -> int:
@@ -444,6 +446,18 @@ class Discovery:
         return (await self.find_hosts(criteria))[0]
 
     async def match(self, criteria: HostCriteria) -> MatchReport:
+        """Ask the candidates' status and match them (counted in ``lookups``)."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            report = await self._match(criteria)
+            outcome = "match" if report.ranked else "no_match"
+            return report
+        finally:
+            self.lookups[outcome] = self.lookups.get(outcome, 0) + 1
+            self.lookup_seconds += time.perf_counter() - started
+
+    async def _match(self, criteria: HostCriteria) -> MatchReport:
         answers: list[HostStatus] = []
         failed = 0
         before = self._status.calls
