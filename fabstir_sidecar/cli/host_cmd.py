@@ -15,6 +15,7 @@ from ..config import NodeConfig
 from ..errors import FabstirError
 from ..host.backends.base import Backend
 from ..host.backends.echo import EchoBackend
+from ..host.backends.fabstir_node import FabstirNodeBackend
 from ..host.backends.openai import OpenAIBackend
 from ..host.service import HostConfig, HostService
 from ..node import DiscoveryManager
@@ -39,10 +40,13 @@ def make_backend(spec: str) -> Backend:
     """``echo`` or the base URL of an OpenAI-compatible server (``OPENAI_API_KEY`` if set)."""
     if spec == "echo":
         return EchoBackend()
+    if spec.startswith("fabstir-node:"):
+        return FabstirNodeBackend(spec.removeprefix("fabstir-node:"))
     if spec.startswith(("http://", "https://")):
         return OpenAIBackend(spec, api_key=os.environ.get("OPENAI_API_KEY") or None)
     raise typer.BadParameter(
-        f"expected 'echo' or an http(s) base URL, got {spec!r}", param_hint="--backend"
+        f"expected 'echo', 'fabstir-node:URL' or an http(s) base URL, got {spec!r}",
+        param_hint="--backend",
     )
 
 
@@ -53,7 +57,7 @@ def host(
     max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs.")] = 4,
     api_url: Annotated[str | None, typer.Option("--api-url", help="Host HTTP API URL.")] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="'echo' or an OpenAI-compatible base URL.")
+        str, typer.Option("--backend", help="'echo', fabstir-node:URL or an OpenAI base URL.")
     ] = "echo",
     listen: ListenOpt = None,
     announce: AnnounceOpt = None,

@@ -2,10 +2,12 @@
 
 * :class:`EchoBackend` - deterministic echo of the prompt, for demos and tests.
 * :class:`OpenAIBackend` - any OpenAI-compatible HTTP server (llama.cpp, vLLM, Ollama...).
+* :class:`FabstirNodeBackend` - a fabstir-llm-node's ``POST /v1/inference``.
 """
 
 from .base import Backend, BackendError, Completion, StreamEnd, TokenStream
 from .echo import EchoBackend
+from .fabstir_node import FabstirNodeBackend
 from .openai import OpenAIBackend
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "BackendError",
     "Completion",
     "EchoBackend",
+    "FabstirNodeBackend",
     "OpenAIBackend",
     "StreamEnd",
     "TokenStream",
