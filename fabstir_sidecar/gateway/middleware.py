@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ApiError, busy
@@ -25,6 +26,22 @@ ROUTES = frozenset(
     }
 )
 UNCAPPED = frozenset({"/health", "/metrics"})
+
+
+DRAIN_LIMIT = 64 * 1024 * 1024  # read (and discard) this much of a body refused as too large
+
+
+async def _drain(receive: Receive) -> None:
+    """Read the rest of a refused body, so the client reads the 413 instead of a reset
+    connection; beyond ``DRAIN_LIMIT`` the connection is closed after the answer anyway."""
+    drained = 0
+    while drained <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def route_label(path: str) -> str:
@@ -64,6 +81,9 @@ class GatewayMiddleware:
         try:
             rejection = self._check(scope, path)
             if rejection is not None:
+                if rejection.status == 413:
+                    with anyio.move_on_after(self.settings.body_timeout):
+                        await _drain(receive)
                 await rejection.response()(scope, receive, counting_send)
                 return
             capped = path not in UNCAPPED
@@ -120,6 +140,9 @@ class GatewayMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
+                    if message.get("more_body", False):
+                        with anyio.move_on_after(self.settings.body_timeout):
+                            await _drain(receive)
                     raise self._too_large()
             return message
 
