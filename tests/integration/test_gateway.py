@@ -20,7 +20,7 @@ from fabstir_sidecar import (
     EchoBackend,
     HostConfig,
 )
-from fabstir_sidecar.gateway import create_app, serve_gateway
+from fabstir_sidecar.gateway import GatewaySettings, create_app, serve_gateway
 from tests.integration.gateway_net import (
     M1,
     M2,
@@ -601,3 +601,67 @@ def test_auth_on_and_off(net: Net, http: httpx.Client) -> None:
         pytest.raises(openai.AuthenticationError),
     ):
         ai.models.list()
+
+
+# ------------------------------------------------------------------ hardening
+
+
+def test_a_connection_without_a_request_head_is_closed(net: Net) -> None:
+    async def body() -> None:
+        app = create_app(net.gw_node)
+        async with serve_gateway(app, header_timeout=0.5) as url:
+            port = int(url.rsplit(":", 1)[1])
+            async with await anyio.connect_tcp("127.0.0.1", port) as sock:
+                await sock.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
+                with anyio.fail_after(5):
+                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        while await sock.receive():
+                            pass
+
+    net.run(body)
+
+
+def test_concurrent_request_cap_is_503_gateway_busy(net: Net) -> None:
+    slow = net.hosts["slow"]
+
+    async def body() -> None:
+        app = create_app(net.gw_node, settings=GatewaySettings(max_concurrent=1))
+        async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as c:
+            request = chat(
+                model=SLOW, stream=True, messages=[{"role": "user", "content": "w " * 50}]
+            )
+            async with c.stream("POST", "/v1/chat/completions", json=request) as held:
+                assert held.status_code == 200
+                r = await c.get("/v1/node")
+                assert r.status_code == 503 and error_of(r)["code"] == "gateway_busy"
+                assert int(r.headers["retry-after"]) >= 1
+                assert (await c.get("/health")).status_code == 200  # never capped
+            await eventually(lambda: slow.service.active_jobs == 0, timeout=10)
+            assert (await c.get("/v1/node")).status_code == 200
+
+    net.run(body)
+
+
+def test_job_timeout_is_504_before_and_an_error_event_after_the_first_token(net: Net) -> None:
+    slow = net.hosts["slow"]
+
+    async def body() -> None:
+        app = create_app(net.gw_node, settings=GatewaySettings(job_timeout=0.5))
+        async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as c:
+            request = chat(model=SLOW, messages=[{"role": "user", "content": "w " * 20}])
+            r = await c.post("/v1/chat/completions", json=request)
+            assert r.status_code == 504 and error_of(r)["code"] == "host_timeout"
+            assert r.headers["x-fabstir-host"] == slow.peer_id
+            await eventually(lambda: slow.service.active_jobs == 0, timeout=10)
+            async with c.stream(
+                "POST", "/v1/chat/completions", json={**request, "stream": True}
+            ) as s:
+                assert s.status_code == 200
+                events = [e for e in (await s.aread()).decode().split("\n\n") if e]
+            assert events[-1] == "data: [DONE]"
+            error = json.loads(events[-2].removeprefix("data: "))["error"]
+            assert error["code"] == "host_timeout" and error["type"] == "api_error"
+            assert json.loads(events[0].removeprefix("data: "))["choices"][0]["delta"]["content"]
+            await eventually(lambda: slow.service.active_jobs == 0, timeout=10)
+
+    net.run(body)
