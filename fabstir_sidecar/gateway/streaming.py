@@ -1,9 +1,13 @@
 """Server-sent events of a streamed job, tokens forwarded as they arrive.
 
-A producer task reads the host's tokens; the writer sends whatever has arrived in one write
-(tokens that came while the previous write was in flight are coalesced, none is delayed);
-a third task watches for the client going away, which cancels the job: the host's stream is
-closed and its slot freed.
+A producer task reads the host's tokens and appends their events to a buffer; the writer
+sends whatever the buffer holds in one write. Tokens that arrive while a write is in flight
+are coalesced into the next one, and none waits for company: the writer wakes on the first.
+(The buffer is handed over without a checkpoint per token, which a memory object stream
+would add: that would wake the writer once per token, one write each.) A third task watches
+for the client going away, which cancels the job: the host's stream is closed, its slot
+freed. The buffer is bounded: beyond ``MAX_BUFFERED`` bytes the producer waits for the
+writer, so a slow HTTP client slows the host's stream, never the gateway's memory.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import logging
 from collections.abc import Callable
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -24,9 +27,29 @@ from .runner import OpenStream
 
 log = logging.getLogger(__name__)
 
-BUFFER = 4096  # tokens read ahead of a slow HTTP client (the host is paced beyond that)
+MAX_BUFFERED = 256 * 1024
 
-_End = JobResult | FabstirError | None
+
+class _Buffer:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.done = False
+        self.ready = anyio.Event()
+        self.room = anyio.Event()
+
+    def put(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.size += len(data)
+        self.ready.set()
+
+    def take(self) -> bytes:
+        self.ready = anyio.Event()
+        data = b"".join(self.parts)
+        self.parts.clear()
+        self.size = 0
+        self.room.set()
+        return data
 
 
 class TokenStreamResponse(Response):
@@ -51,18 +74,23 @@ class TokenStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         opened = self.opened
-        out, inbox = anyio.create_memory_object_stream[str | _End](BUFFER)
+        buffer = _Buffer()
 
         async def produce() -> None:
-            end: _End = None
-            async with out:
-                try:
-                    async for token in opened.tokens:
-                        await out.send(token)
-                    end = opened.result()
-                except FabstirError as exc:
-                    end = exc
-                await out.send(end)
+            first = opened.first is None
+            end: JobResult | FabstirError | None = None
+            try:
+                async for token in opened.tokens:
+                    buffer.put(self.encode(token, first))
+                    first = False
+                    if buffer.size > MAX_BUFFERED:
+                        buffer.room = anyio.Event()
+                        await buffer.room.wait()
+                end = opened.result()
+            except FabstirError as exc:
+                end = exc
+            buffer.put(self._closing(end))
+            buffer.done = True
 
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -72,43 +100,23 @@ class TokenStreamResponse(Response):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch_disconnect)
-                await send(
-                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                )
-                first = opened.first is not None
-                if first:
-                    assert opened.first is not None
+                start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                await send(start)
+                if opened.first is not None:
                     await self._body(send, self.encode(opened.first, True))
                 tg.start_soon(produce)
-                async with inbox:
-                    await self._write(send, inbox, first)
+                while True:
+                    await buffer.ready.wait()
+                    done = buffer.done
+                    await self._body(send, buffer.take(), more=not done)
+                    if done:
+                        break
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await opened.tokens.aclose()  # closes the host's stream if still open
 
-    async def _write(
-        self, send: Send, inbox: MemoryObjectReceiveStream[str | _End], first_sent: bool
-    ) -> None:
-        first = not first_sent
-        async for item in inbox:
-            parts: list[bytes] = []
-            end: _End | str = item
-            while True:
-                if isinstance(end, str):
-                    parts.append(self.encode(end, first))
-                    first = False
-                else:
-                    parts.append(self._closing(end))
-                    await self._body(send, b"".join(parts), more=False)
-                    return
-                try:
-                    end = inbox.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-            await self._body(send, b"".join(parts))
-
-    def _closing(self, end: _End) -> bytes:
+    def _closing(self, end: JobResult | FabstirError | None) -> bytes:
         if isinstance(end, JobResult):
             return self.finish(end) + DONE
         if end is None:
