@@ -150,9 +150,12 @@ async def run(ctx: Ctx) -> None:
             t0 = time.perf_counter()
             events = 0
             body = _chat(long_prompt, True)
+            tail = b""  # an event marker may be split across two reads
             async with http.stream("POST", "/v1/chat/completions", json=body) as r:
                 async for data in r.aiter_raw():
-                    events += data.count(b"data: ")
+                    joined = tail + data
+                    events += joined.count(b"data: ")
+                    tail = joined[-5:]
             got = events - 2  # the closing chunk and [DONE] carry no token
             if got != count:
                 raise RuntimeError(f"gateway: {got} token chunks, expected {count}")

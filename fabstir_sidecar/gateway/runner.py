@@ -11,6 +11,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+import anyio
+
 from .. import (
     DaemonUnavailableError,
     DiscoveryManager,
@@ -28,6 +30,10 @@ from .errors import ApiError, busy, from_library, is_busy, root_cause
 from .stats import GatewayStats
 
 MAX_HOSTS = 3
+# A host resets streams beyond its per-peer cap without reading them (PROTOCOL.md section 2;
+# the project's default RpcLimits.max_per_peer is 32), and the gateway is one peer for all
+# its callers: jobs beyond this many per host wait here for a turn instead of being reset.
+MAX_JOBS_PER_HOST = 32
 T = TypeVar("T")
 
 
@@ -40,6 +46,7 @@ class OpenStream:
     first: str | None
     tokens: AsyncGenerator[str, None]
     result: Callable[[], JobResult | None]
+    release: Callable[[], None]  # gives the host's turn back (call once, when done)
 
 
 def _may_fail_over(exc: FabstirError) -> bool:
@@ -54,6 +61,26 @@ class Runner:
         self.node = node
         self.client = client
         self.stats = stats
+        self._turns: dict[str, anyio.CapacityLimiter] = {}  # per host peer id
+
+    async def _take_turn(self, peer: str) -> Callable[[], None]:
+        limiter = self._turns.get(peer)
+        if limiter is None:
+            limiter = self._turns[peer] = anyio.CapacityLimiter(MAX_JOBS_PER_HOST)
+        token = object()
+        await limiter.acquire_on_behalf_of(token)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            limiter.release_on_behalf_of(token)
+            if limiter.borrowed_tokens == 0 and limiter.statistics().tasks_waiting == 0:
+                self._turns.pop(peer, None)
+
+        return release
 
     async def select(self, selection: Selection) -> list[str]:
         """Peer ids of the best matches, best first (at most ``MAX_HOSTS``)."""
@@ -80,19 +107,25 @@ class Runner:
         return [c.host.peer_id for c in report.ranked[:MAX_HOSTS]]
 
     async def _on_hosts(
-        self, selection: Selection, attempt: Callable[[str], Awaitable[T]]
+        self, selection: Selection, attempt: Callable[[str, Callable[[], None]], Awaitable[T]]
     ) -> tuple[str, T]:
+        """``attempt(peer, release)`` on each host in turn; it owns ``release`` on success."""
         hosts = await self.select(selection)
         failures: list[tuple[str, FabstirError]] = []
         for i, peer in enumerate(hosts):
             if i:
                 self.stats.failovers += 1
+            release = await self._take_turn(peer)
             try:
-                return peer, await attempt(peer)
+                return peer, await attempt(peer, release)
             except FabstirError as exc:
+                release()
                 if not _may_fail_over(exc):
                     raise from_library(exc, peer_id=peer) from None
                 failures.append((peer, exc))
+            except BaseException:
+                release()
+                raise
         raise self._all_failed(failures)
 
     @staticmethod
@@ -109,8 +142,8 @@ class Runner:
         return err
 
     async def complete(self, selection: Selection, spec: JobSpec) -> tuple[str, JobResult]:
-        async def attempt(peer: str) -> JobResult:
-            return await self.client.run_job(
+        async def attempt(peer: str, release: Callable[[], None]) -> JobResult:
+            result = await self.client.run_job(
                 peer,
                 spec.model,
                 spec.prompt,
@@ -119,11 +152,13 @@ class Runner:
                 job_id=spec.request_id,
                 messages=spec.messages,
             )
+            release()
+            return result
 
         return await self._on_hosts(selection, attempt)
 
     async def stream(self, selection: Selection, spec: JobSpec) -> OpenStream:
-        async def attempt(peer: str) -> OpenStream:
+        async def attempt(peer: str, release: Callable[[], None]) -> OpenStream:
             job = self.client.stream_job(
                 peer,
                 spec.model,
@@ -138,7 +173,7 @@ class Runner:
                 first: str | None = await anext(tokens)
             except StopAsyncIteration:
                 first = None
-            return OpenStream(peer, first, tokens, lambda: job.result)
+            return OpenStream(peer, first, tokens, lambda: job.result, release)
 
         _, opened = await self._on_hosts(selection, attempt)
         return opened

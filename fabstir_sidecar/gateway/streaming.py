@@ -113,8 +113,11 @@ class TokenStreamResponse(Response):
                         break
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await opened.tokens.aclose()  # closes the host's stream if still open
+            try:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await opened.tokens.aclose()  # closes the host's stream if still open
+            finally:
+                opened.release()
 
     def _closing(self, end: JobResult | FabstirError | None) -> bytes:
         if isinstance(end, JobResult):
