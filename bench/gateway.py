@@ -10,7 +10,9 @@ and 100 concurrent streaming clients with their error count.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -50,6 +52,51 @@ async def gateway_process(ctx: Ctx, bootstrap: str) -> AsyncIterator[str]:
             progress(f"gateway exited with code {code}")
 
 
+class RawHttp:
+    """A minimal keep-alive HTTP/1.1 client (one connection, asyncio streams): the latency
+    rows measure the gateway, not a client library's own cost (httpx adds about a
+    millisecond per request, shown in its own rows)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, url: str) -> RawHttp:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes, float]:
+        """Status, body and the ms until the first body bytes (chunked or not)."""
+        data = json.dumps(body).encode()
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        t0 = time.perf_counter()
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        status = int(head.split(" ", 2)[1])
+        if "transfer-encoding: chunked" not in head:
+            length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+            payload = await self.reader.readexactly(length)
+            return status, payload, (time.perf_counter() - t0) * 1000
+        parts: list[bytes] = []
+        first = 0.0
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")
+                return status, b"".join(parts), first
+            parts.append(await self.reader.readexactly(size))
+            first = first or (time.perf_counter() - t0) * 1000
+            await self.reader.readexactly(2)
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
 def _chat(prompt: str, stream: bool) -> dict[str, Any]:
     return {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "stream": stream}
 
@@ -81,7 +128,14 @@ async def run(ctx: Ctx) -> None:
         async def direct_job() -> None:
             await client.run_job(peer, MODEL, rendered)
 
+        raw = await RawHttp.connect(url)
+
         async def gateway_job() -> None:
+            status, body, _ = await raw.post("/v1/chat/completions", _chat(prompt, False))
+            if status != 200:
+                raise RuntimeError(f"gateway answered {status}: {body!r}")
+
+        async def httpx_job() -> None:
             r = await http.post("/v1/chat/completions", json=_chat(prompt, False))
             if r.status_code != 200:
                 raise RuntimeError(f"gateway answered {r.status_code}: {r.text}")
@@ -96,6 +150,12 @@ async def run(ctx: Ctx) -> None:
             return (first - t0) * 1000
 
         async def gateway_first() -> float:
+            status, body, first_ms = await raw.post("/v1/chat/completions", _chat(prompt, True))
+            if status != 200 or not body.endswith(b"data: [DONE]\n\n"):
+                raise RuntimeError(f"gateway answered {status}: {body[-200:]!r}")
+            return first_ms
+
+        async def httpx_first() -> float:
             t0 = time.perf_counter()
             first = None
             async with http.stream("POST", "/v1/chat/completions", json=_chat(prompt, True)) as r:
@@ -124,11 +184,19 @@ async def run(ctx: Ctx) -> None:
         progress(f"gateway: {rounds} rounds x {per_round} jobs per method, plain and first token")
         await gateway_job()  # the gateway's first lookup happens here, not in a sample
         plain = await interleaved(
-            {"direct": timed(direct_job), "gateway": timed(gateway_job)},
+            {
+                "direct": timed(direct_job),
+                "gateway": timed(gateway_job),
+                "httpx": timed(httpx_job),
+            },
             rounds=rounds, per_round=per_round, warmup=5,
         )  # fmt: skip
         first = await interleaved(
-            {"direct": sampled(direct_first), "gateway": sampled(gateway_first)},
+            {
+                "direct": sampled(direct_first),
+                "gateway": sampled(gateway_first),
+                "httpx": sampled(httpx_first),
+            },
             rounds=rounds, per_round=per_round, warmup=5,
         )  # fmt: skip
 
@@ -192,6 +260,7 @@ async def run(ctx: Ctx) -> None:
         concurrent_s = time.perf_counter() - t0
         if errors:
             progress(f"gateway: {len(errors)} stream errors, first: {errors[0]}")
+        await raw.aclose()
 
     _rows(ctx, plain, first, tokens, clients, errors, latencies, concurrent_s)
 
@@ -215,8 +284,17 @@ def _rows(
         ctx.add(
             Row(
                 f"gw.{key}",
-                f"{what} through the gateway (HTTP, httpx)",
+                f"{what} through the gateway (minimal keep-alive HTTP client)",
                 gw,
+                direct,
+                "the same job, FabstirClient directly",
+            )
+        )
+        ctx.add(
+            Row(
+                f"gw.{key}.httpx",
+                f"{what} through the gateway with httpx (its own cost included)",
+                Figure.of(samples["httpx"], "ms", tail=True),
                 direct,
                 "the same job, FabstirClient directly",
             )
