@@ -57,24 +57,39 @@ class RawHttp:
     rows measure the gateway, not a client library's own cost (httpx adds about a
     millisecond per request, shown in its own rows)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, address: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.address = address
         self.reader, self.writer = reader, writer
 
     @classmethod
     async def connect(cls, url: str) -> RawHttp:
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        return cls(*await asyncio.open_connection(host, int(port)))
+        address = (host, int(port))
+        return cls(address, *await asyncio.open_connection(*address))
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes, float]:
         """Status, body and the ms until the first body bytes (chunked or not)."""
         data = json.dumps(body).encode()
-        self.writer.write(
+        request = (
             f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
-        t0 = time.perf_counter()
-        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        for attempt in (1, 2):
+            self.writer.write(request)
+            t0 = time.perf_counter()
+            try:
+                raw_head = await self.reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                if attempt == 2:
+                    raise
+                # The server closed the idle keep-alive connection: open a new one.
+                await self.aclose()
+                self.reader, self.writer = await asyncio.open_connection(*self.address)
+        head = raw_head.decode("latin-1").lower()
         status = int(head.split(" ", 2)[1])
         if "transfer-encoding: chunked" not in head:
             length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
