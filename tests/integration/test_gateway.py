@@ -665,3 +665,29 @@ def test_job_timeout_is_504_before_and_an_error_event_after_the_first_token(net:
             await eventually(lambda: slow.service.active_jobs == 0, timeout=10)
 
     net.run(body)
+
+
+def test_a_streamed_request_that_fails_before_its_first_chunk_is_a_plain_error(
+    http: httpx.Client,
+) -> None:
+    request = chat(model="no-such-model", stream=True)
+    with http.stream("POST", "/v1/chat/completions", json=request) as response:
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/json")
+        assert json.loads(response.read())["error"]["code"] == "model_not_found"
+
+
+def test_message_subscribers_get_keepalive_comments(net: Net) -> None:
+    async def body() -> None:
+        app = create_app(net.gw_node, settings=GatewaySettings(keepalive=0.2))
+        async with (
+            serve_gateway(app) as url,
+            httpx.AsyncClient(base_url=url, timeout=10) as c,
+            c.stream("GET", "/v1/messages") as response,
+        ):
+            with anyio.fail_after(5):
+                async for line in response.aiter_lines():
+                    if line == ": keepalive":
+                        return
+
+    net.run(body)
