@@ -6,6 +6,8 @@ A Python service can mount it in its own server (``Mount("/", create_app(node))`
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,6 +26,8 @@ from .runner import Runner
 from .settings import GatewaySettings
 from .state import Gateway
 from .stats import GatewayStats
+
+log = logging.getLogger(__name__)
 
 ROUTES = [
     Route("/health", routes_node.health, methods=["GET"]),
@@ -57,6 +61,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return err.response()
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug of ours: logged with its traceback, answered in the contract's shape."""
+    log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return ApiError(500, "internal_error", "internal error in the gateway").response()
+
+
 def create_app(
     node: DiscoveryManager,
     *,
@@ -87,7 +97,11 @@ def create_app(
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(GatewayMiddleware, settings=settings, stats=stats)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
     )
     app.state.gateway = state
     return app
