@@ -16,10 +16,12 @@ Never retried: bad input, rejections, protocol errors. When every attempt failed
 
 from __future__ import annotations
 
+import bisect
 import random
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
@@ -35,6 +37,7 @@ from tenacity import (
 from fabstir_sidecar.core.errors import (
     ConfigError,
     FabstirError,
+    JobRejectedError,
     NotSentError,
     RetryableError,
     RetryExhaustedError,
@@ -45,6 +48,7 @@ from fabstir_sidecar.protocols.inference import request_inference
 from fabstir_sidecar.protocols.job import job_frames, run_job_once
 from fabstir_sidecar.protocols.status import HostStatus, request_status
 from fabstir_sidecar.wire.messages import (
+    ChatMessage,
     InferenceRequest,
     InferenceResponse,
     JobRequest,
@@ -90,6 +94,40 @@ class RetryConfig:
         return cls(attempts=1)
 
 
+JOB_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """What this client's jobs did (read by the gateway's /metrics): outcome counts
+    (``result``, ``rejected``, ``error``, ``cancelled``), tokens streamed, and job durations
+    counted per upper bound of ``JOB_DURATION_BUCKETS`` (the last slot: above them all)."""
+
+    jobs: dict[str, int] = field(default_factory=dict)
+    tokens_streamed: int = 0
+    duration_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(JOB_DURATION_BUCKETS) + 1)
+    )
+    duration_sum: float = 0.0
+
+    def record(self, outcome: str, seconds: float) -> None:
+        self.jobs[outcome] = self.jobs.get(outcome, 0) + 1
+        self.duration_counts[bisect.bisect_left(JOB_DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "result"
+    if isinstance(exc, JobRejectedError):
+        return "rejected"
+    if isinstance(exc, FabstirError):
+        return "error"
+    return "cancelled"
+
+
 class FabstirClient:
     """Talk to hosts through ``node``. ``peer`` arguments are a peer ID or a full multiaddr."""
 
@@ -105,6 +143,7 @@ class FabstirClient:
         self.retry = retry or RetryConfig()
         self.request_timeout = request_timeout or node.config.connection_timeout
         self.job_timeout = job_timeout
+        self.stats = ClientStats()
 
     async def _resolve(self, peer: str) -> str:
         """A multiaddr is (re)dialed on every attempt: after a host restart its address holds."""
@@ -191,6 +230,7 @@ class FabstirClient:
         temperature: float | None,
         stream: bool,
         job_id: str | None,
+        messages: Sequence[ChatMessage] | None,
     ) -> JobRequest:
         return JobRequest(
             job_id=job_id or uuid.uuid4().hex,
@@ -199,6 +239,7 @@ class FabstirClient:
             max_tokens=max_tokens,
             temperature=temperature,
             stream=stream,
+            messages=None if messages is None else tuple(messages),
         )
 
     async def run_job(
@@ -210,15 +251,26 @@ class FabstirClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         job_id: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> JobResult:
-        request = self._job(model, prompt, max_tokens, temperature, False, job_id)
+        """One job, its whole result at once. ``messages``: the chat ``prompt`` was rendered
+        from (docs/protocol.md §6.1), for chat-capable backends."""
+        request = self._job(model, prompt, max_tokens, temperature, False, job_id, messages)
 
         async def once() -> JobResult:
             return await run_job_once(
                 self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
             )
 
-        return await self._retrying(f"job {request.job_id} on {peer}", once, NOT_RUN)
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            return await self._retrying(f"job {request.job_id} on {peer}", once, NOT_RUN)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self.stats.record(_outcome(failure), time.perf_counter() - started)
 
     def stream_job(
         self,
@@ -229,9 +281,10 @@ class FabstirClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         job_id: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> JobStream:
         """``async for token in client.stream_job(...)``; then ``.result`` holds the result."""
-        request = self._job(model, prompt, max_tokens, temperature, True, job_id)
+        request = self._job(model, prompt, max_tokens, temperature, True, job_id, messages)
         return JobStream(self, peer, request)
 
     async def infer(
@@ -289,14 +342,23 @@ class JobStream:
                 await frames.aclose()
                 raise
 
-        # Retried only while the job cannot have run (see the module doc).
-        frames, frame = await client._retrying(
-            f"job {self.request.job_id} on {self._peer}", open_and_first, NOT_RUN
-        )
+        started = time.perf_counter()
+        failure: BaseException | None = None
         try:
-            while isinstance(frame, JobToken):
-                yield frame.text
-                frame = await anext(frames)
-            self.result = frame
+            # Retried only while the job cannot have run (see the module doc).
+            frames, frame = await client._retrying(
+                f"job {self.request.job_id} on {self._peer}", open_and_first, NOT_RUN
+            )
+            try:
+                while isinstance(frame, JobToken):
+                    client.stats.tokens_streamed += 1
+                    yield frame.text
+                    frame = await anext(frames)
+                self.result = frame
+            finally:
+                await frames.aclose()
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            await frames.aclose()
+            client.stats.record(_outcome(failure), time.perf_counter() - started)

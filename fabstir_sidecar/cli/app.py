@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from fabstir_sidecar.cli import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
+from fabstir_sidecar.cli import (
+    daemon_cmd,
+    demo_cmd,
+    discovery_cmd,
+    gateway_cmd,
+    host_cmd,
+    node_cmd,
+)
 from fabstir_sidecar.core.logs import LogFormat, setup_logging
 
 app = typer.Typer(
@@ -28,6 +35,7 @@ app.command("bootstrap")(discovery_cmd.bootstrap)
 app.command("find")(discovery_cmd.find)
 app.command("diagnose")(discovery_cmd.diagnose)
 app.command("demo")(demo_cmd.demo)
+app.command("gateway")(gateway_cmd.gateway)
 
 
 @app.callback()

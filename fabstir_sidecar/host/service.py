@@ -68,6 +68,8 @@ class HostStats:
     results: int = 0
     rejected: int = 0
     errors: int = 0
+    # (protocol, decision) -> count; decision: admitted, busy, model_not_served
+    admissions: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -133,16 +135,20 @@ class HostService:
 
     # -- JobHost -------------------------------------------------------------
 
-    def try_admit(self, model: str) -> Rejection | None:
+    def try_admit(self, model: str, protocol: str = "job") -> Rejection | None:
+        rejection: Rejection | None = None
         if model not in self._models:
             served = ", ".join(sorted(self._models))
-            return Rejection(
+            rejection = Rejection(
                 REJECTED_MODEL_NOT_SERVED, f"model {model!r} not served (serving: {served})"
             )
-        if self._active >= self.config.max_jobs:
-            return Rejection(REJECTED_BUSY, BUSY)
-        self._active += 1
-        return None
+        elif self._active >= self.config.max_jobs:
+            rejection = Rejection(REJECTED_BUSY, BUSY)
+        else:
+            self._active += 1
+        key = (protocol, "admitted" if rejection is None else rejection.code)
+        self.stats.admissions[key] = self.stats.admissions.get(key, 0) + 1
+        return rejection
 
     def release(self) -> None:
         self._active -= 1

@@ -39,7 +39,7 @@ def inference_handler(host: JobHost) -> RequestHandler:
     async def handle(exchange: Exchange) -> None:
         request = InferenceRequest.from_json(exchange.request)
         exchange.job_id = request.request_id
-        rejection = host.try_admit(request.model)
+        rejection = host.try_admit(request.model, "inference")
         if rejection is not None:
             code = _ERROR_CODE_OF_REJECTION.get(rejection.code, ERROR_INTERNAL)
             reason = rejection.reason

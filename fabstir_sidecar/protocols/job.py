@@ -61,8 +61,9 @@ class JobHost(Protocol):
 
     backend: Backend
 
-    def try_admit(self, model: str) -> Rejection | None:
-        """Reserve a job slot; return why not instead if the job cannot run."""
+    def try_admit(self, model: str, protocol: str = "job") -> Rejection | None:
+        """Reserve a job slot; return why not instead if the job cannot run (``protocol``:
+        which protocol asked, ``job`` or ``inference``, for the admission counters)."""
 
     def release(self) -> None: ...
 
