@@ -39,7 +39,13 @@ from .errors import (
     NodeStateError,
 )
 from .p2pd.binary import find_p2pd
-from .p2pd.control import DaemonControl, HandlerServer, StreamHandler, peer_id_to_bytes
+from .p2pd.control import (
+    DaemonControl,
+    HandlerServer,
+    StreamHandler,
+    handler_addr_for,
+    peer_id_to_bytes,
+)
 from .p2pd.identity import load_or_create_identity
 from .p2pd.process import DaemonSpec
 from .p2pd.runtime_dir import RuntimeDir
@@ -181,14 +187,18 @@ class DiscoveryManager:
         daemon: Daemon
         if cfg.control_addr is not None:
             control_addr = cfg.control_addr
-            daemon = AttachedDaemon(control_addr, on_restarted=self._after_daemon_restart)
+            daemon = AttachedDaemon(
+                control_addr,
+                on_restarted=self._after_daemon_restart,
+                start_timeout=cfg.daemon_start_timeout,
+            )
         else:
             control_socket = runtime.file("p2pd.sock")
             control_addr = f"/unix{control_socket}"
             identity = cfg.identity_file or runtime.file("identity.key")
             load_or_create_identity(Path(identity))
             spec = DaemonSpec(
-                binary=find_p2pd(cfg.p2pd_path),
+                binary=find_p2pd(cfg.p2pd_path) if cfg.daemon == "process" else Path("p2pd"),
                 control_socket=control_socket,
                 listen=cfg.listen,
                 announce=cfg.announce,
@@ -205,6 +215,18 @@ class DiscoveryManager:
                 restart=cfg.restart_daemon,
                 on_restarted=self._after_daemon_restart,
             )
+            if cfg.daemon == "docker":
+                from .p2pd.container import ContainerDaemon  # the optional `docker` extra
+
+                daemon = ContainerDaemon(
+                    spec,
+                    image=cfg.daemon_image,
+                    start_timeout=max(cfg.daemon_start_timeout, 30.0),
+                    stop_grace=cfg.daemon_stop_grace,
+                    restart=cfg.restart_daemon,
+                    on_restarted=self._after_daemon_restart,
+                )
+                control_addr = daemon.control_addr
         self._daemon = daemon
         self._control = DaemonControl(
             control_addr, gate=daemon.availability.check, request_timeout=cfg.connection_timeout
@@ -212,7 +234,13 @@ class DiscoveryManager:
         stack.push_async_callback(daemon.stop)  # before start: a half-started daemon stops too
         await daemon.start(tg)
 
-        self._handlers = HandlerServer(self._control, runtime.file("handlers.sock"))
+        handler_addr = (
+            cfg.handler_addr
+            or getattr(daemon, "handler_addr", None)
+            or handler_addr_for(control_addr)
+            or runtime.file("handlers.sock")
+        )
+        self._handlers = HandlerServer(self._control, handler_addr)
         await tg.start(self._handlers.serve)
         if cfg.control_addr is not None:
             stack.push_async_callback(self._unregister_handlers_quietly)
@@ -456,7 +484,8 @@ class DiscoveryManager:
     @property
     def daemon_pid(self) -> int | None:
         """The pid of the p2pd this node spawned (None when attached or not running)."""
-        return self._daemon.pid if isinstance(self._daemon, SpawnedDaemon) else None
+        pid: int | None = getattr(self._daemon, "pid", None)  # spawned process or container
+        return pid
 
     @property
     def restarts(self) -> int:

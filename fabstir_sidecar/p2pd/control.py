@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import anyio
 import anyio.abc
@@ -112,6 +114,36 @@ def multiaddr_to_bytes(addr: str) -> bytes:
     if addr.startswith("/unix/"):
         return unix_multiaddr_bytes(addr[len("/unix") :])
     return bytes(Multiaddr(addr).to_bytes())
+
+
+def tcp_host_port(addr: str) -> tuple[str, int] | None:
+    """``("1.2.3.4", 5)`` for ``/ip4/1.2.3.4/tcp/5`` (or ``/ip6/...``); None for other shapes."""
+    try:
+        parts = str(Multiaddr(addr)).split("/")
+    except Exception:
+        return None
+    if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+        return None
+    return parts[2], int(parts[4])
+
+
+def handler_addr_for(control_addr: str) -> str | None:
+    """Where to listen for inbound streams so that the daemon at ``control_addr`` reaches us.
+
+    None for a unix control socket (the caller keeps its private unix socket). For TCP: a free
+    port on the local address that routes to the daemon, which is loopback for a daemon in our
+    own network namespace (compose ``network_mode: service:p2pd``) and our interface on the
+    shared network for a daemon in another container.
+    """
+    target = tcp_host_port(control_addr)
+    if target is None:
+        return None
+    host, port = target
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:  # no packet is sent
+        probe.connect((host, port))
+        local = str(probe.getsockname()[0])
+    return f"/{'ip6' if family == socket.AF_INET6 else 'ip4'}/{local}/tcp/0"
 
 
 def multiaddr_from_bytes(raw: bytes) -> str | None:
@@ -235,18 +267,13 @@ class DaemonControl:
         if control_addr.startswith("/unix/"):
             self._unix_path = control_addr[len("/unix") :]
         else:
-            try:
-                parts = str(Multiaddr(control_addr)).split("/")
-                if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
-                    raise ValueError("unsupported shape")
-                host, port = parts[2], int(parts[4])
-            except Exception as exc:
+            self._tcp = tcp_host_port(control_addr)
+            if self._tcp is None:
                 raise ConfigError(
                     "control_addr",
                     control_addr,
                     "expected /unix/<path>, /ip4/<ip>/tcp/<port> or /ip6/<ip>/tcp/<port>",
-                ) from exc
-            self._tcp = (str(host), port)
+                )
 
     async def _open(self) -> anyio.abc.ByteStream:
         self._gate()
@@ -452,19 +479,22 @@ class DaemonControl:
                     await sock.aclose()
         return found
 
-    async def register_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
+    async def register_handler(self, handler: Path | str, protocols: Sequence[str]) -> None:
+        """``handler``: our unix socket's path, or the multiaddr the daemon dials."""
         req = _handler_request(
-            pb.Request.STREAM_HANDLER,
-            4,
-            unix_multiaddr_bytes(socket_path),
-            protocols,
-            balanced=False,
+            pb.Request.STREAM_HANDLER, 4, _handler_bytes(handler), protocols, balanced=False
         )
         await self._call(_frame(req))
 
-    async def unregister_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
-        req = _handler_request(10, 9, unix_multiaddr_bytes(socket_path), protocols, balanced=None)
+    async def unregister_handler(self, handler: Path | str, protocols: Sequence[str]) -> None:
+        req = _handler_request(10, 9, _handler_bytes(handler), protocols, balanced=None)
         await self._call(_frame(req))
+
+
+def _handler_bytes(handler: Path | str) -> bytes:
+    return (
+        unix_multiaddr_bytes(handler) if isinstance(handler, Path) else multiaddr_to_bytes(handler)
+    )
 
 
 # ------------------------------------------------------------ inbound streams
@@ -487,10 +517,16 @@ class HandlerServer:
     """
 
     def __init__(
-        self, control: DaemonControl, socket_path: Path, *, header_timeout: float = 10.0
+        self, control: DaemonControl, socket_path: Path | str, *, header_timeout: float = 10.0
     ) -> None:
+        """``socket_path``: a unix socket path, or a ``/ip4/<ip>/tcp/<port>`` multiaddr to
+        listen on (port 0: any; ``address`` then has the real port once serving)."""
         self._control = control
-        self.socket_path = socket_path
+        self._tcp = tcp_host_port(socket_path) if isinstance(socket_path, str) else None
+        if isinstance(socket_path, str) and self._tcp is None:
+            socket_path = Path(socket_path.removeprefix("/unix"))
+        self.socket_path: Path | None = None if self._tcp else Path(socket_path)
+        self.address: Path | str = self.socket_path or str(socket_path)
         self._header_timeout = header_timeout
         self._handlers: dict[str, _Registration] = {}
         self._per_peer: dict[tuple[str, str], int] = {}
@@ -511,29 +547,38 @@ class HandlerServer:
         await self._ready.wait()
         self._handlers[protocol] = _Registration(handler, max_concurrent, max_per_peer)
         try:
-            await self._control.register_handler(self.socket_path, [protocol])
+            await self._control.register_handler(self.address, [protocol])
         except BaseException:
             self._handlers.pop(protocol, None)
             raise
 
     async def remove(self, protocol: str) -> None:
         if self._handlers.pop(protocol, None) is not None:
-            await self._control.unregister_handler(self.socket_path, [protocol])
+            await self._control.unregister_handler(self.address, [protocol])
 
     async def register_all(self) -> None:
         """Re-announce every handler (after the daemon restarted and forgot them)."""
         if self._handlers:
-            await self._control.register_handler(self.socket_path, list(self._handlers))
+            await self._control.register_handler(self.address, list(self._handlers))
 
     async def unregister_all(self) -> None:
         if self._handlers:
-            await self._control.unregister_handler(self.socket_path, list(self._handlers))
+            await self._control.unregister_handler(self.address, list(self._handlers))
 
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        remove_socket(self.socket_path)
-        listener = await anyio.create_unix_listener(self.socket_path)
+        listener: anyio.abc.SocketListener
+        if self._tcp is not None:
+            host, port = self._tcp
+            tcp = await anyio.create_tcp_listener(local_host=host, local_port=port)
+            listener = cast(anyio.abc.SocketListener, tcp.listeners[0])  # an IP: one listener
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            self.address = f"/{'ip6' if ':' in host else 'ip4'}/{host}/tcp/{port}"
+        else:
+            assert self.socket_path is not None
+            remove_socket(self.socket_path)
+            listener = await anyio.create_unix_listener(self.socket_path)
         try:
             async with listener, anyio.create_task_group() as tg:
                 self._ready.set()
@@ -547,7 +592,8 @@ class HandlerServer:
                         continue
                     tg.start_soon(self._dispatch, sock)
         finally:
-            remove_socket(self.socket_path)
+            if self.socket_path is not None:
+                remove_socket(self.socket_path)
 
     async def _read_stream_info(
         self, sock: anyio.abc.ByteStream
