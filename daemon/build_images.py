@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Build both container images offline: ``fabstir-p2pd:local`` and ``fabstir-sidecar:local``.
+"""Build the container images offline: ``fabstir-p2pd:local``, ``fabstir-python:local`` (the
+library without p2pd, for apps beside a p2pd sidecar) and ``fabstir-sidecar:local``.
 
     python3 daemon/build_images.py                  # FROM python:3.11-slim (pulled if missing)
     python3 daemon/build_images.py --debian-base    # FROM a Debian bookworm made by mmdebstrap
@@ -32,7 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "daemon" / "Dockerfile"
 DEFAULT_BASE = "python:3.11-slim"
 DEBIAN_BASE = "fabstir-base:bookworm"
-IMAGES = {"p2pd": "fabstir-p2pd:local", "sidecar": "fabstir-sidecar:local"}
+IMAGES = {
+    "p2pd": "fabstir-p2pd:local",
+    "library": "fabstir-python:local",
+    "sidecar": "fabstir-sidecar:local",
+}
 
 
 def _cache_dir() -> Path:
@@ -49,9 +54,7 @@ def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 def _have_image(name: str) -> bool:
-    return (
-        subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
-    )
+    return subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
 
 
 def debian_base() -> str:
@@ -99,7 +102,7 @@ def prepare_context(context: Path) -> str:
     return sha256
 
 
-def build(base: str, *, targets: tuple[str, ...] = ("p2pd", "sidecar")) -> dict[str, float]:
+def build(base: str, *, targets: tuple[str, ...] = tuple(IMAGES)) -> dict[str, float]:
     """Build ``targets`` from ``base``; return each one's build time in seconds."""
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fabstir-image-") as tmp:
