@@ -65,11 +65,12 @@ def debian_base() -> str:
     cache.mkdir(parents=True, exist_ok=True)
     tar = cache / "base-bookworm-minbase.tar"
     if not tar.exists():
-        partial = tar.with_suffix(".tar.partial")
+        partial = tar.with_name(tar.stem + ".partial.tar")  # mmdebstrap: format from the name
         started = time.monotonic()
         _run(
             [
                 "mmdebstrap",
+                "--format=tar",
                 "--variant=minbase",
                 "--include=python3,python3-venv,ca-certificates",
                 "bookworm",
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("docker") is None:
         print("build_images: no `docker` client on PATH", file=sys.stderr)
         return 2
-    base = debian_base() if args.debian_base else (args.base_image or DEFAULT_BASE)
     try:
+        base = debian_base() if args.debian_base else (args.base_image or DEFAULT_BASE)
         times = build(base)
     except subprocess.CalledProcessError as exc:
         print(f"build_images: `{' '.join(exc.cmd)}` failed ({exc.returncode})", file=sys.stderr)
