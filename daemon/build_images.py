@@ -132,7 +132,9 @@ def build(base: str, *, targets: tuple[str, ...] = tuple(IMAGES)) -> dict[str, f
                     IMAGES[target],
                     str(context),
                 ],
-                stdout=subprocess.DEVNULL,
+                # The legacy builder (no buildx needed) warns that it is deprecated on every
+                # run: its output is shown only when a build fails.
+                capture_output=True,
                 env={**os.environ, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")},
             )
             times[target] = time.monotonic() - started
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         base = debian_base() if args.debian_base else (args.base_image or DEFAULT_BASE)
         times = build(base)
     except subprocess.CalledProcessError as exc:
+        print(exc.stdout or "", exc.stderr or "", sep="\n", file=sys.stderr)
         print(f"build_images: `{' '.join(exc.cmd)}` failed ({exc.returncode})", file=sys.stderr)
         return 1
     for target, name in IMAGES.items():

@@ -8,14 +8,16 @@ daemon where the linux/amd64 p2pd cannot run natively (``P2P_DAEMON=docker``).
   node's own flags (``build_argv``: never the public bootstrap list), its control socket on
   TCP port 5000 published on the host's loopback only, and the node's key copied in (owned by
   the image's user, mode 0400) so that the peer id is the node's.
-* Inbound streams: the daemon dials the node's handler listener on the container network's
-  gateway address, the host side of the bridge (``handler_addr``).
+* Each container gets a bridge network of its own: its control port and the node's handler
+  listener are reachable from the host and that container only, not from every container on
+  the engine's default bridge. Inbound streams: the daemon dials the node's handler listener
+  on that network's gateway address, the host side of the bridge (``handler_addr``).
 * Supervision: when the container exits unexpectedly it is started again (same container:
   same key, same published port), with backoff and the same give-up rule as a process, then
   ``on_restarted`` runs. ``stop()`` removes it on every exit path, shielded from cancellation.
-* Everything it creates carries the label ``io.fabstir.sidecar=p2pd`` and the owner
-  ``<hostname>/<pid>``; containers of a process that no longer exists (a crashed or SIGKILLed
-  node) are removed when the next node on this machine starts.
+* Everything it creates (container, network) carries the label ``io.fabstir.sidecar=p2pd``
+  and the owner ``<hostname>/<pid>``; what a process that no longer exists left behind (a
+  crashed or SIGKILLed node) is removed when the next node on this machine starts.
 
 The Docker SDK is blocking; each call runs in a worker thread.
 """
@@ -150,6 +152,7 @@ class ContainerDaemon:
         self.handler_addr: str | None = None
         self._probe = DaemonControl(self.control_addr, request_timeout=2.0)
         self._client: Any = None
+        self._network: Any = None
         self._container: Any = None
         self._pid: int | None = None
         self._stopping = False
@@ -197,12 +200,16 @@ class ContainerDaemon:
         self._client = client = self._docker()
         self.remove_leftovers(client)
         key = self.spec.identity_file.read_bytes() if self.spec.identity_file else None
+        name = f"fabstir-p2pd-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        labels = {LABEL: "p2pd", OWNER_LABEL: owner()}
         try:
+            self._network = client.networks.create(name, driver="bridge", labels=labels)
             self._container = client.containers.create(
                 self.image,
                 command=container_argv(self.spec),
-                name=f"fabstir-p2pd-{os.getpid()}-{uuid.uuid4().hex[:8]}",
-                labels={LABEL: "p2pd", OWNER_LABEL: owner()},
+                name=name,
+                labels=labels,
+                network=name,
                 ports={f"{CONTROL_PORT}/tcp": ("127.0.0.1", self._host_port)},
                 user=f"{IMAGE_USER}:{IMAGE_USER}",
                 detach=True,
@@ -212,7 +219,7 @@ class ContainerDaemon:
                 f"image {self.image} not found: build it with `python3 daemon/build_images.py`"
             ) from exc
         except docker.errors.DockerException as exc:
-            raise DaemonStartError(f"cannot create the p2pd container: {exc}") from exc
+            raise DaemonStartError(f"cannot create the p2pd container or network: {exc}") from exc
         try:
             if key is not None:
                 self._container.put_archive("/", _key_archive(key))
@@ -225,7 +232,8 @@ class ContainerDaemon:
         self._container.reload()
         state = self._container.attrs["State"]
         self._pid = int(state.get("Pid") or 0) or None
-        gateway = self._container.attrs["NetworkSettings"].get("Gateway")
+        networks = self._container.attrs["NetworkSettings"].get("Networks") or {}
+        gateway = (networks.get(self._network.name) or {}).get("Gateway")
         self.handler_addr = f"/ip4/{gateway}/tcp/0" if gateway else None
 
     def _status(self) -> str:
@@ -247,26 +255,37 @@ class ContainerDaemon:
             return None  # removed, or the engine went away: either way it is not running
 
     def _remove(self) -> None:
-        if self._container is None or self._removed:
+        if self._removed:
             return
         self._removed = True
-        with contextlib.suppress(Exception):
-            self._container.stop(timeout=max(0, int(self._stop_grace)))
-        with contextlib.suppress(Exception):
-            self._container.remove(force=True, v=True)
-        log.info("p2pd container removed", extra={"container": self.container_id})
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.stop(timeout=max(0, int(self._stop_grace)))
+            with contextlib.suppress(Exception):
+                self._container.remove(force=True, v=True)
+            log.info("p2pd container removed", extra={"container": self.container_id})
+        if self._network is not None:
+            with contextlib.suppress(Exception):
+                self._network.remove()
 
     @staticmethod
     def remove_leftovers(client: Any) -> int:
-        """Remove containers left by crashed nodes of this machine; returns how many."""
+        """Remove containers, then networks, left by crashed nodes of this machine; returns
+        how many things were removed."""
         removed = 0
         host = socket.gethostname()
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL}=p2pd"}):
+        ours = {"label": f"{LABEL}=p2pd"}
+        for container in client.containers.list(all=True, filters=ours):
             if is_leftover(container.labels, host=host, alive=_pid_alive):
                 with contextlib.suppress(Exception):
                     container.remove(force=True, v=True)
                     removed += 1
                     log.warning("removed a leftover p2pd container", extra={"id": container.id})
+        for network in client.networks.list(filters=ours):
+            if is_leftover(network.attrs.get("Labels") or {}, host=host, alive=_pid_alive):
+                with contextlib.suppress(Exception):
+                    network.remove()
+                    removed += 1
         return removed
 
     # -- async supervision -------------------------------------------------------------

@@ -49,15 +49,22 @@ def ours(engine: Any, owner: str = OWNER) -> list[Any]:
     )
 
 
+def our_networks(engine: Any, owner: str = OWNER) -> list[Any]:
+    return list(engine.networks.list(filters={"label": f"io.fabstir.sidecar.owner={owner}"}))
+
+
 @pytest.fixture
 def no_container_left(docker_engine: None) -> Iterator[None]:
     yield
     client = docker.from_env()
     try:
-        left = ours(client)
+        left, networks = ours(client), our_networks(client)
         for container in left:  # do not leave them to the next test, but fail this one
             container.remove(force=True)
+        for network in networks:
+            network.remove()
         assert not left, f"p2pd containers left behind: {[c.name for c in left]}"
+        assert not networks, f"networks left behind: {[n.name for n in networks]}"
     finally:
         client.close()
 
@@ -121,6 +128,8 @@ async def test_node_on_a_container_daemon_talks_both_ways(
         (container,) = ours(engine)
         assert container.labels[LABEL] == "p2pd"
         assert container.attrs["Config"]["User"] == "10001:10001"
+        (network,) = our_networks(engine)  # a bridge of its own, and only that one
+        assert list(container.attrs["NetworkSettings"]["Networks"]) == [network.name]
         assert node.daemon_pid is not None
         assert node.peer_id == peer_id_of(key)  # the node's own key, copied in
         _, host_ip = bridge_addr(await node.get_addrs())
@@ -147,17 +156,23 @@ async def test_a_killed_daemon_container_is_restarted_and_serves_again(
 @pytest.mark.anyio
 async def test_leftovers_of_a_crashed_node_are_removed(engine: Any) -> None:
     owner = f"{socket.gethostname()}/{dead_pid()}"
+    labels = {LABEL: "p2pd", "io.fabstir.sidecar.owner": owner}
+    network = engine.networks.create(f"fabstir-test-leftover-{os.getpid()}", labels=labels)
     engine.containers.create(
         "fabstir-p2pd:local",
         command=["-listen", "/ip4/127.0.0.1/tcp/5000", "-bootstrapPeers", "", "-noListenAddrs"],
-        labels={LABEL: "p2pd", "io.fabstir.sidecar.owner": owner},
+        labels=labels,
+        network=network.name,
     )
     try:
         async with docker_node():
             assert not ours(engine, owner)
+            assert not our_networks(engine, owner)
     finally:
         for container in ours(engine, owner):
             container.remove(force=True)
+        for leftover in our_networks(engine, owner):
+            leftover.remove()
 
 
 @pytest.mark.anyio
