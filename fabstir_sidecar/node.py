@@ -208,25 +208,26 @@ class DiscoveryManager:
                 conn_low=cfg.min_connections,
                 conn_high=cfg.max_connections,
             )
-            daemon = SpawnedDaemon(
-                spec,
-                start_timeout=cfg.daemon_start_timeout,
-                stop_grace=cfg.daemon_stop_grace,
-                restart=cfg.restart_daemon,
-                on_restarted=self._after_daemon_restart,
-            )
             if cfg.daemon == "docker":
                 from .p2pd.container import ContainerDaemon  # the optional `docker` extra
 
-                daemon = ContainerDaemon(
+                daemon = container = ContainerDaemon(
                     spec,
                     image=cfg.daemon_image,
-                    start_timeout=max(cfg.daemon_start_timeout, 30.0),
+                    start_timeout=max(cfg.daemon_start_timeout, 30.0),  # + container start
                     stop_grace=cfg.daemon_stop_grace,
                     restart=cfg.restart_daemon,
                     on_restarted=self._after_daemon_restart,
                 )
-                control_addr = daemon.control_addr
+                control_addr = container.control_addr
+            else:
+                daemon = SpawnedDaemon(
+                    spec,
+                    start_timeout=cfg.daemon_start_timeout,
+                    stop_grace=cfg.daemon_stop_grace,
+                    restart=cfg.restart_daemon,
+                    on_restarted=self._after_daemon_restart,
+                )
         self._daemon = daemon
         self._control = DaemonControl(
             control_addr, gate=daemon.availability.check, request_timeout=cfg.connection_timeout
@@ -483,8 +484,9 @@ class DiscoveryManager:
 
     @property
     def daemon_pid(self) -> int | None:
-        """The pid of the p2pd this node spawned (None when attached or not running)."""
-        pid: int | None = getattr(self._daemon, "pid", None)  # spawned process or container
+        """The pid of the p2pd this node spawned, as a process or in a container (the pid on
+        the engine's host); None when attached or not running."""
+        pid: int | None = getattr(self._daemon, "pid", None)
         return pid
 
     @property
