@@ -45,6 +45,17 @@ AttachOpt = Annotated[
     str | None,
     typer.Option("--attach", help="Use an already running p2pd at this control multiaddr."),
 ]
+DaemonKindOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--daemon",
+        help="process (default) or docker: p2pd in a container (P2P_DAEMON; the docker extra).",
+    ),
+]
+DaemonImageOpt = Annotated[
+    str | None,
+    typer.Option("--daemon-image", help="Image of --daemon docker (P2P_DAEMON_IMAGE)."),
+]
 DhtOpt = Annotated[bool | None, typer.Option("--dht/--no-dht", help="Enable the DHT.")]
 DhtModeOpt = Annotated[str | None, typer.Option("--dht-mode", help="auto, server or client.")]
 MaxConnOpt = Annotated[

@@ -51,6 +51,9 @@ __all__ = [
 
 DhtMode = Literal["auto", "server", "client"]
 DHT_MODES: Final[tuple[str, ...]] = get_args(DhtMode)
+DaemonKind = Literal["process", "docker"]
+DAEMON_KINDS: Final[tuple[str, ...]] = get_args(DaemonKind)
+DEFAULT_DAEMON_IMAGE: Final = "fabstir-p2pd:local"  # built by daemon/build_images.py
 
 DEFAULT_LISTEN: Final[tuple[str, ...]] = ("/ip4/127.0.0.1/tcp/0",)
 DEFAULT_PROTOCOL_PREFIX: Final = "/fabstir-llm/1.0.0"
@@ -67,6 +70,11 @@ ENV_VARS: Final[dict[str, str]] = {
     "P2P_DATA_DIR": "directory for the node's state (peer cache); unset: nothing persisted",
     "P2P_DAEMON_ADDR": "attach to a running p2pd at this control multiaddr (/unix/... or "
     "/ip4/.../tcp/...) instead of starting one",
+    "P2P_DAEMON": "how to start p2pd when not attaching: process (default) or docker (a "
+    "container of P2P_DAEMON_IMAGE, through the Docker SDK: pip install 'fabstir-sidecar[docker]')",
+    "P2P_DAEMON_IMAGE": f"image of the docker daemon (default {DEFAULT_DAEMON_IMAGE})",
+    "P2P_HANDLER_ADDR": "where the node listens for the streams p2pd forwards, as the daemon "
+    "dials it (/unix/<path> or /ip4/<ip>/tcp/<port>); default: chosen from the control address",
 }
 
 
@@ -156,6 +164,24 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["control_addr"] = (
         None if control is None else check_control_addr(control, name=n("control_addr"))
     )
+    handler = check_optional_str(values["handler_addr"], n("handler_addr"))
+    out["handler_addr"] = (
+        None if handler is None else check_control_addr(handler, name=n("handler_addr"))
+    )
+    if values["daemon"] not in DAEMON_KINDS:
+        raise ConfigError(
+            n("daemon"), values["daemon"], f"expected one of {', '.join(DAEMON_KINDS)}"
+        )
+    if values["daemon"] == "docker" and out["control_addr"] is not None:
+        raise ConfigError(
+            n("daemon"),
+            values["daemon"],
+            "a docker daemon is started by the node: not with an attach address",
+        )
+    image = check_optional_str(values["daemon_image"], n("daemon_image"))
+    if image is None or any(c.isspace() for c in image):
+        raise ConfigError(n("daemon_image"), values["daemon_image"], "expected an image name")
+    out["daemon_image"] = image
     return out
 
 
@@ -180,6 +206,9 @@ _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str, str], Any]]]] = {
     "P2P_CONNECTION_TIMEOUT": ("connection_timeout", env_millis),
     "P2P_IDENTITY_FILE": ("identity_file", env_path),
     "P2P_DAEMON_ADDR": ("control_addr", env_str),
+    "P2P_DAEMON": ("daemon", env_str),
+    "P2P_DAEMON_IMAGE": ("daemon_image", env_str),
+    "P2P_HANDLER_ADDR": ("handler_addr", env_str),
     "P2P_DATA_DIR": ("data_dir", env_path),
 }
 
@@ -225,6 +254,12 @@ class NodeConfig:
     """Seconds between mDNS queries (RFC 6762 allows no less than 1)."""
     provide_interval: float = 3600.0
     """Seconds between DHT re-provides of a host's model records (docs/protocol.md §8)."""
+    daemon: DaemonKind = "process"
+    """How p2pd is started when not attaching: a local ``process`` or a ``docker`` container."""
+    daemon_image: str = DEFAULT_DAEMON_IMAGE
+    handler_addr: str | None = None
+    """Listen address of the inbound-stream handler, as p2pd dials it. None: a unix socket
+    next to a unix control socket, else a TCP port on the address that routes to p2pd."""
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -209,23 +209,41 @@ class SpawnedDaemon:
 
 
 class AttachedDaemon:
-    """A daemon we did not start: never stopped by us; probed every ``interval`` seconds."""
+    """A daemon we did not start: never stopped by us; probed every ``interval`` seconds.
+
+    ``start`` waits up to ``start_timeout`` seconds for a daemon that is still starting (a
+    sidecar container started beside ours), then fails with ``DaemonStartError``.
+    """
 
     def __init__(
-        self, control_addr: str, *, on_restarted: OnRestarted, interval: float = 2.0
+        self,
+        control_addr: str,
+        *,
+        on_restarted: OnRestarted,
+        interval: float = 2.0,
+        start_timeout: float = 0.0,
     ) -> None:
         self.availability = Availability()
         self.restarts = 0
         self._probe = DaemonControl(control_addr, request_timeout=max(1.0, interval))
         self._on_restarted = on_restarted
         self._interval = interval
+        self._start_timeout = start_timeout
         self._peer_id: str | None = None
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        try:
-            self._peer_id, _ = await self._probe.identify()
-        except DaemonUnavailableError as exc:
-            raise DaemonStartError(f"cannot attach to p2pd: {exc}") from exc
+        deadline = anyio.current_time() + self._start_timeout
+        delay = 0.05
+        while True:
+            try:
+                self._peer_id, _ = await self._probe.identify()
+                break
+            except DaemonUnavailableError as exc:
+                if anyio.current_time() + delay > deadline:
+                    waited = f" (waited {self._start_timeout:.0f}s)" if self._start_timeout else ""
+                    raise DaemonStartError(f"cannot attach to p2pd{waited}: {exc}") from exc
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.5)
         self.availability.up()
         task_group.start_soon(self._monitor)
 

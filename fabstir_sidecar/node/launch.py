@@ -1,4 +1,5 @@
-"""Which daemon a node runs on: a p2pd it spawns (supervised) or one it attaches to."""
+"""Which daemon a node runs on: a p2pd it spawns (a process or a container, supervised) or
+one it attaches to; and where the node listens for the streams that daemon forwards."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from pathlib import Path
 
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.binary import find_p2pd
+from fabstir_sidecar.daemon.handlers import handler_addr_for
 from fabstir_sidecar.daemon.identity import load_or_create_identity
 from fabstir_sidecar.daemon.process import DaemonSpec
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
 from fabstir_sidecar.daemon.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
 
-__all__ = ["launch_daemon"]
+__all__ = ["handler_address", "launch_daemon"]
 
 
 def launch_daemon(
@@ -25,12 +27,16 @@ def launch_daemon(
     too unless ``identity_file`` names a persistent one.
     """
     if cfg.control_addr is not None:
-        return AttachedDaemon(cfg.control_addr, on_restarted=on_restarted), cfg.control_addr
+        attached = AttachedDaemon(
+            cfg.control_addr, on_restarted=on_restarted, start_timeout=cfg.daemon_start_timeout
+        )
+        return attached, cfg.control_addr
     control_socket = runtime.file("p2pd.sock")
     identity = Path(cfg.identity_file or runtime.file("identity.key"))
     load_or_create_identity(identity)
     spec = DaemonSpec(
-        binary=find_p2pd(cfg.p2pd_path),
+        # A container brings its own p2pd: no host binary is looked up for it.
+        binary=find_p2pd(cfg.p2pd_path) if cfg.daemon == "process" else Path("p2pd"),
         control_socket=control_socket,
         listen=cfg.listen,
         announce=cfg.announce,
@@ -40,6 +46,18 @@ def launch_daemon(
         conn_low=cfg.min_connections,
         conn_high=cfg.max_connections,
     )
+    if cfg.daemon == "docker":
+        from fabstir_sidecar.daemon.container import ContainerDaemon  # the `docker` extra
+
+        container = ContainerDaemon(
+            spec,
+            image=cfg.daemon_image,
+            start_timeout=max(cfg.daemon_start_timeout, 30.0),  # + the container's start
+            stop_grace=cfg.daemon_stop_grace,
+            restart=cfg.restart_daemon,
+            on_restarted=on_restarted,
+        )
+        return container, container.control_addr
     daemon = SpawnedDaemon(
         spec,
         start_timeout=cfg.daemon_start_timeout,
@@ -48,3 +66,17 @@ def launch_daemon(
         on_restarted=on_restarted,
     )
     return daemon, f"/unix{control_socket}"
+
+
+def handler_address(
+    cfg: NodeConfig, daemon: Daemon, control_addr: str, runtime: RuntimeDir
+) -> Path | str:
+    """Where the node listens for the streams p2pd forwards, as the daemon reaches it: the
+    configured address, the container's, one that routes to a TCP daemon, or a private unix
+    socket next to a local one."""
+    return (
+        cfg.handler_addr
+        or getattr(daemon, "handler_addr", None)
+        or handler_addr_for(control_addr)
+        or runtime.file("handlers.sock")
+    )

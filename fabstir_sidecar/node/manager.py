@@ -34,13 +34,13 @@ from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.handlers import HandlerServer, StreamHandler
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
-from fabstir_sidecar.daemon.supervisor import Daemon, SpawnedDaemon
+from fabstir_sidecar.daemon.supervisor import Daemon
 from fabstir_sidecar.discovery.config import FinderConfig
 from fabstir_sidecar.discovery.matching import HostCriteria
 from fabstir_sidecar.discovery.mdns import MdnsService
 from fabstir_sidecar.discovery.peer_cache import PeerCache
 from fabstir_sidecar.discovery.service import Discovery
-from fabstir_sidecar.node.launch import launch_daemon
+from fabstir_sidecar.node.launch import handler_address, launch_daemon
 from fabstir_sidecar.node.mdns_link import MdnsLink
 from fabstir_sidecar.node.sdk_messages import SdkMessages
 from fabstir_sidecar.node.upkeep import BootstrapResult, ConnectionUpkeep
@@ -168,7 +168,8 @@ class DiscoveryManager:
         stack.push_async_callback(daemon.stop)  # before start: a half-started daemon stops too
         await daemon.start(tg)
 
-        self._handlers = HandlerServer(self._control, runtime.file("handlers.sock"))
+        handler_addr = handler_address(cfg, daemon, control_addr, runtime)
+        self._handlers = HandlerServer(self._control, handler_addr)
         await tg.start(self._handlers.serve)
         if cfg.control_addr is not None:
             stack.push_async_callback(self._unregister_handlers_quietly)
@@ -307,8 +308,10 @@ class DiscoveryManager:
 
     @property
     def daemon_pid(self) -> int | None:
-        """The pid of the p2pd this node spawned (None when attached or not running)."""
-        return self._daemon.pid if isinstance(self._daemon, SpawnedDaemon) else None
+        """The pid of the p2pd this node spawned, as a process or in a container (the pid on
+        the engine's host); None when attached or not running."""
+        pid: int | None = getattr(self._daemon, "pid", None)
+        return pid
 
     @property
     def restarts(self) -> int:

@@ -1,9 +1,10 @@
-"""Static checks of the root ``docker-compose.yml`` (the local Fabstir network).
+"""Static checks of the compose stacks: the root ``docker-compose.yml`` (the local Fabstir
+network) and ``examples/compose-sidecar/docker-compose.yml`` (apps beside p2pd sidecars).
 
-No Docker engine is needed: the file is parsed with PyYAML and every ``fabstir-sidecar`` call
+No Docker engine is needed: each file is parsed with PyYAML and every ``fabstir-sidecar`` call
 in it (commands, entrypoint scripts, healthchecks) is checked against the real CLI, every
-``P2P_*`` variable against the configuration, and the image against ``daemon/Dockerfile``.
-``tests/integration/test_compose_docker.py`` runs the stack where an engine exists.
+``P2P_*`` variable against the configuration, and the images against ``daemon/Dockerfile``
+and ``daemon/build_images.py``. ``tests/containers/`` runs the stacks where an engine exists.
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ from fabstir_sidecar.daemon.binary import P2PD_SHA256
 from fabstir_sidecar.daemon.identity import generate_identity
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+DEMO_FILE = ROOT / "docker-compose.yml"
+SIDECAR_FILE = ROOT / "examples" / "compose-sidecar" / "docker-compose.yml"
 DOCKERFILE = ROOT / "daemon" / "Dockerfile"
+BUILD_SCRIPT = ROOT / "daemon" / "build_images.py"
+# daemon/build_images.py: target -> tag. Compose never builds or pulls them.
+SIDECAR_IMAGE, PYTHON_IMAGE, P2PD_IMAGE = (
+    "fabstir-sidecar:local",
+    "fabstir-python:local",
+    "fabstir-p2pd:local",
+)
 
 CLI = "fabstir-sidecar"
 IMAGE_ENTRYPOINT = [CLI]  # daemon/Dockerfile: ENTRYPOINT ["fabstir-sidecar"]
@@ -88,20 +97,34 @@ RESTART_POLICIES = re.compile(r"no|always|unless-stopped|on-failure(:\d+)?")
 # ---------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    doc = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    assert isinstance(doc, dict), "docker-compose.yml is not a mapping"
+def _load(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict), f"{path} is not a mapping"
     return doc
+
+
+def _services_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = doc.get("services")
+    assert isinstance(found, dict) and found, "the compose file defines no services"
+    for name, service in found.items():
+        assert isinstance(service, dict), f"service {name!r} is not a mapping"
+    return found
+
+
+@pytest.fixture(scope="module", params=[DEMO_FILE, SIDECAR_FILE], ids=["demo", "sidecar"])
+def compose_file(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
+
+
+@pytest.fixture(scope="module")
+def compose(compose_file: Path) -> dict[str, Any]:
+    return _load(compose_file)
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    found = compose.get("services")
-    assert isinstance(found, dict) and found, "docker-compose.yml defines no services"
-    for name, service in found.items():
-        assert isinstance(service, dict), f"service {name!r} is not a mapping"
-    return found
+    return _services_of(compose)
 
 
 def _as_list(value: Any) -> list[str]:
@@ -118,6 +141,10 @@ def _argv(service: dict[str, Any]) -> list[str]:
     """What the container runs: setting ``entrypoint`` also clears the image's CMD."""
     if "entrypoint" in service:
         return _as_list(service["entrypoint"]) + _as_list(service.get("command"))
+    if service.get("image") == P2PD_IMAGE:  # ENTRYPOINT ["/usr/local/bin/p2pd"]
+        return ["p2pd", *_as_list(service.get("command"))]
+    if service.get("image") == PYTHON_IMAGE:  # CMD ["python3"], no entrypoint
+        return _as_list(service.get("command")) or ["python3"]
     command = _as_list(service["command"]) if "command" in service else IMAGE_CMD
     return IMAGE_ENTRYPOINT + command
 
@@ -253,7 +280,8 @@ def _node_env(service: dict[str, Any]) -> dict[str, str]:
 # ------------------------------------------------------------------------------ tests
 
 
-def test_compose_file_parses_and_has_the_network(services: dict[str, dict[str, Any]]) -> None:
+def test_compose_file_parses_and_has_the_network() -> None:
+    services = _services_of(_load(DEMO_FILE))
     commands = {
         name: [args[0] for args in _calls_in_argv(_argv(s))] for name, s in services.items()
     }
@@ -265,22 +293,65 @@ def test_compose_file_parses_and_has_the_network(services: dict[str, dict[str, A
     assert clients, "no client service runs `find` then `job`"
 
 
-def test_every_service_uses_the_sidecar_image(services: dict[str, dict[str, Any]]) -> None:
-    built: set[str] = set()
+def test_services_use_the_offline_built_images(services: dict[str, dict[str, Any]]) -> None:
+    script = BUILD_SCRIPT.read_text(encoding="utf-8")
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    for target, image in (
+        ("sidecar", SIDECAR_IMAGE),
+        ("library", PYTHON_IMAGE),
+        ("p2pd", P2PD_IMAGE),
+    ):
+        assert f'"{target}": "{image}"' in script, f"build_images.py does not tag {image}"
+        assert re.search(rf"^FROM .+ AS {target}$", dockerfile, re.M), f"no stage {target}"
     for name, service in services.items():
-        build = service.get("build")
-        if build is None:
-            continue
-        assert isinstance(build, dict), f"{name}: build must name daemon/Dockerfile explicitly"
-        context = (COMPOSE_FILE.parent / build.get("context", ".")).resolve()
-        assert context == ROOT, f"{name}: build context must be the repository root"
-        dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
-        assert dockerfile == DOCKERFILE, f"{name}: builds {dockerfile}, not daemon/Dockerfile"
-        assert service.get("image"), f"{name}: tag the built image so that it is shared"
-        built.add(service["image"])
-    assert len(built) == 1, f"expected one image built from daemon/Dockerfile, got {built}"
-    for name, service in services.items():
-        assert service.get("image") in built, f"{name} does not use the sidecar image"
+        image = service.get("image")
+        assert image in (SIDECAR_IMAGE, PYTHON_IMAGE, P2PD_IMAGE), f"{name}: image {image!r}"
+        assert "build" not in service, f"{name}: images are built offline, never by compose"
+        assert service.get("pull_policy") == "never", f"{name}: a local image: never pull it"
+        if _calls_in_argv(_argv(service)):
+            assert image == SIDECAR_IMAGE, f"{name} runs fabstir-sidecar: needs {SIDECAR_IMAGE}"
+
+
+def _option(argv: list[str], flag: str) -> str:
+    assert flag in argv, f"p2pd without {flag}: {argv}"
+    return argv[argv.index(flag) + 1]
+
+
+def test_sidecar_apps_attach_to_their_own_p2pd() -> None:
+    services = _services_of(_load(SIDECAR_FILE))
+    sidecars = {n: s for n, s in services.items() if s.get("image") == P2PD_IMAGE}
+    apps = {n: s for n, s in services.items() if s.get("image") == PYTHON_IMAGE}
+    assert len(sidecars) == len(apps) == 2, (sidecars, apps)
+    for name, sidecar in sidecars.items():
+        argv = _argv(sidecar)
+        # p2pd's defaults would use the public IPFS bootstrap list: always override it.
+        assert _option(argv, "-bootstrapPeers") == "", f"{name}: {argv}"
+        assert "-b" not in argv, f"{name}: bootstrapping is done from Python"
+    forms = set()
+    for name, app_service in apps.items():
+        env = _node_env(app_service)
+        cfg = NodeConfig.load(env=env)
+        assert cfg.control_addr is not None, f"{name}: no P2P_DAEMON_ADDR"
+        assert "/app/app.py" in _argv(app_service), name
+        mode = app_service.get("network_mode", "")
+        if mode.startswith("service:"):
+            sidecar = sidecars[mode.removeprefix("service:")]
+            assert cfg.control_addr.startswith("/ip4/127.0.0.1/tcp/"), f"{name}: {cfg}"
+            forms.add("netns")
+        else:
+            (sidecar,) = (
+                s for s in sidecars.values() if _option(_argv(s), "-listen") == cfg.control_addr
+            )
+            assert cfg.handler_addr is not None, f"{name}: the daemon must reach the app"
+            shared = {v.split(":")[1] for v in app_service["volumes"]} & {
+                v.split(":")[1] for v in sidecar["volumes"]
+            }
+            for addr in (cfg.control_addr, cfg.handler_addr):
+                assert any(addr.startswith(f"/unix{d}/") for d in shared), f"{name}: {addr}"
+            forms.add("volume")
+        assert _option(_argv(sidecar), "-listen") == cfg.control_addr, name
+        assert set(app_service["depends_on"]) >= {"bootstrap"}, name
+    assert forms == {"netns", "volume"}
 
 
 def test_cli_calls_exist_in_the_real_cli(
@@ -288,7 +359,7 @@ def test_cli_calls_exist_in_the_real_cli(
 ) -> None:
     calls = _all_calls(services)
     used = {args[0] for _, args in calls if args}
-    assert {"bootstrap", "host", "find", "job", "identity", "status"} <= used, used
+    assert {"bootstrap", "host", "identity"} <= used, used
     for service, args in calls:
         path, rest = _subcommand(args)
         where = f"{service}: fabstir-sidecar {' '.join(args)}"
@@ -307,8 +378,10 @@ def test_cli_calls_exist_in_the_real_cli(
             pytest.fail(f"{where}: does not parse: {exc}")
 
 
-def test_p2p_variables_are_known_and_valid(services: dict[str, dict[str, Any]]) -> None:
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
+def test_p2p_variables_are_known_and_valid(
+    compose_file: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    text = compose_file.read_text(encoding="utf-8")
     used = set(P2P_VAR.findall(text))
     assert used, "the stack is expected to be configured with P2P_* variables"
     unknown = used - set(ENV_VARS)
@@ -321,13 +394,13 @@ def test_p2p_variables_are_known_and_valid(services: dict[str, dict[str, Any]]) 
         cfg = NodeConfig.load(env=env)
         if "P2P_LISTEN_ADDRESSES" in env:
             assert cfg.listen == ("/ip4/0.0.0.0/tcp/4001",), f"{name}: {cfg.listen}"
-        assert cfg.enable_mdns is False, f"{name}: discovery must go through the bootstrap node"
+            assert cfg.enable_mdns is False, f"{name}: discovery goes through the bootstrap node"
 
 
 def test_bootstrap_multiaddrs_name_the_bootstrap_service(
-    services: dict[str, dict[str, Any]], tmp_path: Path
+    compose_file: Path, services: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    text = compose_file.read_text(encoding="utf-8")
     for public in PUBLIC_BOOTSTRAP_MARKERS:
         assert public not in text, f"public IPFS bootstrap peer {public!r} in the compose file"
     templates = re.findall(r"/dns4/[^\s\"'\\]+/p2p/", text)
@@ -341,12 +414,14 @@ def test_bootstrap_multiaddrs_name_the_bootstrap_service(
         assert address == f"/dns4/{host}/tcp/4001", address
 
 
-def test_p2p_bootstrap_nodes_export_is_a_valid_json_list(tmp_path: Path) -> None:
+def test_p2p_bootstrap_nodes_export_is_a_valid_json_list(
+    compose_file: Path, tmp_path: Path
+) -> None:
     """Run the entrypoint's `export P2P_BOOTSTRAP_NODES=...` in a real shell and parse it."""
     sh = shutil.which("sh")
     if sh is None:
         pytest.skip("no POSIX shell to evaluate the export line")
-    text = COMPOSE_FILE.read_text(encoding="utf-8").replace("$$", "$")
+    text = compose_file.read_text(encoding="utf-8").replace("$$", "$")
     exports = re.findall(r"export (P2P_BOOTSTRAP_NODES=.*)", text)
     assert exports, "no `export P2P_BOOTSTRAP_NODES=...` in the compose file"
     peer_id = generate_identity(tmp_path / "bootstrap.key")
@@ -414,7 +489,7 @@ def test_dockerfile_pin_is_the_enforced_p2pd_sha256() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     pins = set(re.findall(r"\b[0-9a-f]{64}\b", text))
     assert pins == {P2PD_SHA256}, f"daemon/Dockerfile pins {pins}, binary.py has {P2PD_SHA256}"
-    assert re.search(r"sha256sum\s+\S*/p2pd\b", text), "the Dockerfile no longer checks p2pd"
+    assert re.search(r"sha256sum -c", text), "the Dockerfile no longer checks p2pd"
 
 
 def _unknown(keys: Any, known: set[str]) -> list[str]:

@@ -97,6 +97,9 @@ def test_env_vars_documented() -> None:
         "P2P_IDENTITY_FILE",
         "P2P_DAEMON_ADDR",
         "P2P_DATA_DIR",
+        "P2P_DAEMON",
+        "P2P_DAEMON_IMAGE",
+        "P2P_HANDLER_ADDR",
     }
     assert all(isinstance(text, str) and text and "\n" not in text for text in ENV_VARS.values())
 
