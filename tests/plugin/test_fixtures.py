@@ -1,0 +1,167 @@
+"""The plugin's fixtures against real p2pd, on asyncio and trio."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import anyio
+import pytest
+
+from fabstir_sidecar import (
+    DiscoveryManager,
+    FabstirClient,
+    HostCriteria,
+    JobRejectedError,
+    NoMatchingHostError,
+    RetryPolicy,
+)
+from fabstir_sidecar.testing import HostSpec, NetworkFactory, NetworkNode
+from fabstir_sidecar.testing.netnode import process_gone
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_network_of_hosts_is_found_by_criteria(fabstir_network: NetworkFactory) -> None:
+    net = await fabstir_network(
+        hosts=[
+            HostSpec(models=["m"], reputation=90, location="DE"),
+            HostSpec(models=["m"], reputation=10, location="FR"),
+            HostSpec(models=["other"]),
+        ],
+        bootstrap=True,
+    )
+    assert net.bootstrap is not None
+    assert [h.name for h in net.hosts] == ["host0", "host1", "host2"]
+    assert all(h.peer_id and h.address.endswith(h.peer_id) for h in net.nodes)
+    peers = await net.bootstrap.node.get_connected_peers()
+    assert {h.peer_id for h in net.hosts} <= set(peers)
+
+    client = await net.client(connect=False)  # only the bootstrap node: real discovery
+    found = await client.node.find_host(HostCriteria(required_models=("m",), location="DE"))
+    assert found.host.peer_id == net.hosts[0].peer_id
+    result = await client.run_job(found.host.peer_id, "m", "hello there")
+    assert result.content == "echo: hello there"
+
+
+async def test_killed_host_is_gone_and_comes_back_on_restart(
+    fabstir_network: NetworkFactory,
+) -> None:
+    net = await fabstir_network(hosts=[HostSpec(models=["m"])])
+    host = net.hosts[0]
+    client = await net.client(retry=RetryPolicy.none())
+    old_pid = host.daemon_pid
+    assert old_pid is not None
+    await host.kill()
+    assert process_gone(old_pid) and not host.running
+    with pytest.raises(Exception):  # noqa: B017 - unreachable, in whichever words
+        await client.run_job(host.peer_id, "m", "x")
+    peer_id, address = host.peer_id, host.address
+    await host.restart()
+    assert host.running and host.daemon_pid != old_pid
+    assert (host.peer_id, host.address) == (peer_id, address)  # same key, same port
+    # a fresh client: the first one's p2pd is in libp2p's dial backoff for that peer
+    fresh = await net.client()
+    assert (await fresh.run_job(host.peer_id, "m", "back")).content == "echo: back"
+
+
+async def test_supervised_host_daemon_restarts_by_itself(fabstir_network: NetworkFactory) -> None:
+    net = await fabstir_network(hosts=[HostSpec(models=["m"], restart_daemon=True)])
+    host = net.hosts[0]
+    old_pid = host.daemon_pid
+    await host.kill()
+    await host.wait_running()
+    assert host.daemon_pid not in (None, old_pid)
+    assert host.node.restarts == 1
+
+
+async def test_busy_and_slow_hosts(fabstir_network: NetworkFactory) -> None:
+    net = await fabstir_network(hosts=[HostSpec(models=["m"], max_jobs=2)])
+    host = net.hosts[0]
+    client = await net.client(retry=RetryPolicy.none())
+    host.make_busy()
+    with pytest.raises(JobRejectedError, match="busy"):
+        await client.run_job(host.peer_id, "m", "x")
+    status = await client.get_status(host.peer_id)
+    assert status.host.active_jobs == status.host.max_jobs == 2
+    host.clear_faults()
+    host.make_slow(0.5)
+    with anyio.move_on_after(0.2) as scope:
+        await client.run_job(host.peer_id, "m", "slow")
+    assert scope.cancelled_caught
+    tokens = [t async for t in client.stream_job(host.peer_id, "m", "a b")]
+    assert tokens == ["echo:", " a", " b"]
+
+
+async def test_paused_host_times_out_then_answers_again(fabstir_network: NetworkFactory) -> None:
+    net = await fabstir_network(hosts=[HostSpec(models=["m"])])
+    host = net.hosts[0]
+    client = FabstirClient(
+        (await net.add_client_node()).node, retry=RetryPolicy.none(), request_timeout=0.5
+    )
+    await client.node.connect_to_peer(host.address)
+    await host.pause()
+    assert host.paused
+    with pytest.raises(Exception):  # noqa: B017 - a timeout of some layer
+        await client.get_status(host.peer_id)
+    await host.resume()
+    assert (await client.get_status(host.peer_id)).host.peer_id == host.peer_id
+
+
+async def test_paused_host_is_stopped_at_teardown(fabstir_network: NetworkFactory) -> None:
+    net = await fabstir_network(hosts=[HostSpec(models=["m"])])
+    await net.hosts[0].pause()  # left paused: teardown resumes and stops it
+
+
+async def test_no_host_matches(fabstir_network: NetworkFactory) -> None:
+    net = await fabstir_network(hosts=[HostSpec(models=["m"], reputation=5)])
+    client = await net.client()
+    with pytest.raises(NoMatchingHostError):
+        await client.node.find_host(HostCriteria(min_reputation=50))
+
+
+async def test_fabstir_node_is_a_running_node_without_peers(
+    fabstir_node: DiscoveryManager,
+) -> None:
+    assert fabstir_node.is_running()
+    assert await fabstir_node.get_connected_peers() == []
+    pid = fabstir_node.daemon_pid
+    assert pid is not None
+    os.kill(pid, 0)  # it is ours and alive
+
+
+@pytest.mark.fabstir_host(models=["llama"], reputation=70, location="us")
+async def test_fabstir_host_marker(fabstir_host: NetworkNode, fabstir_node: DiscoveryManager) -> None:
+    client = FabstirClient(fabstir_node)
+    status = await client.get_status(fabstir_host.address)
+    assert status.host.models == ("llama",)
+    assert (status.host.reputation, status.host.location) == (70, "US")
+
+
+async def test_terminate_stops_the_daemon_cleanly(fabstir_host: NetworkNode) -> None:
+    pid = fabstir_host.daemon_pid
+    assert pid is not None
+    await fabstir_host.terminate()
+    assert process_gone(pid)
+    assert not fabstir_host.running
+
+
+def test_sync_face(fabstir_network_sync: object) -> None:
+    make = fabstir_network_sync
+    net = make(hosts=[HostSpec(models=["m"]), HostSpec(models=["m"], location="DE")])  # type: ignore[operator]
+    client = net.client()
+    found = client.find_host(HostCriteria(location="DE"))
+    assert found.host.peer_id == net.hosts[1].peer_id
+    assert client.run_job(net.hosts[1].peer_id, "m", "sync").content == "echo: sync"
+    assert client.stream_job(net.hosts[0].peer_id, "m", "a") == ["echo:", " a"]
+    pid = net.hosts[0].daemon_pid
+    net.hosts[0].kill()
+    assert process_gone(pid)
+    net.hosts[0].restart()
+    assert net.hosts[0].running
+    _ = signal  # (kept for readers: faults are real signals)
