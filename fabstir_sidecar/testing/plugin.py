@@ -31,6 +31,7 @@ from .netnode import NetworkNode, process_gone
 from .network import NetworkFactory
 from .spec import HostSpec
 from .sync import SyncNetwork, network_sync
+from .timeouts import TimeoutGuard
 
 FIXTURES = frozenset(
     {"fabstir_network", "fabstir_network_sync", "fabstir_node", "fabstir_host"}
@@ -84,6 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "fabstir_host(**fields): HostSpec fields of the fabstir_host fixture"
     )
+    config.pluginmanager.register(TimeoutGuard(FIXTURES), "fabstir-timeouts")
     if config.getoption("fabstir_daemon") == "docker":
         reason = docker_unavailable_reason()
         if reason is not None:
