@@ -217,6 +217,12 @@ class NetworkNode:
         await self.stop()
         await self.start()
 
+    async def join(self, seeds: Sequence[str]) -> None:
+        """Dial ``seeds`` now and use them as bootstrap peers from the next start on."""
+        self._bootstrap = tuple(seeds)
+        for seed in seeds:
+            await self.node.connect_to_peer(seed)
+
     # ----------------------------------------------------------- process faults
 
     def _signal(self, sig: signal.Signals) -> int:

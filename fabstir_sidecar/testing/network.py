@@ -5,16 +5,17 @@
 end). Everything runs on loopback with ``/tcp/0`` ports, private runtime directories and a
 private working directory (identity keys), so networks of parallel tests never collide.
 
-Start-up: the bootstrap node first (the others need its address), then every host
-concurrently; the network is ready once every host is connected to the bootstrap node.
+Start-up: every node at once (p2pd start-up dominates), then each host dials the bootstrap
+node; the network is ready once every host is connected to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -84,17 +85,19 @@ class FabstirNetwork:
         )
 
     async def _start(self, hosts: Sequence[HostSpec], bootstrap: bool) -> None:
+        """Every node starts at once; then the hosts dial the bootstrap node (which they
+        also keep as their bootstrap peer for restarts)."""
         names = node_names(hosts)
         if bootstrap:
             self.bootstrap = self._node("bootstrap", "bootstrap")
-            await self.bootstrap.start()
-        seeds = self.bootstrap_addrs if bootstrap else []
         nodes = [
-            self._node(name, "host", spec=spec, bootstrap=seeds)
-            for name, spec in zip(names, hosts, strict=True)
+            self._node(name, "host", spec=spec) for name, spec in zip(names, hosts, strict=True)
         ]
         self.hosts.extend(nodes)
-        await _start_all(nodes)
+        await _all(n.start for n in ([self.bootstrap] if self.bootstrap else []) + nodes)
+        if self.bootstrap is not None:
+            seeds = [self.bootstrap.address]
+            await _all(functools.partial(n.join, seeds) for n in nodes)
 
     async def add_host(self, spec: HostSpec | None = None) -> NetworkNode:
         """Start one more host, joined to the network."""
@@ -157,13 +160,14 @@ class FabstirNetwork:
                     tg.start_soon(node.stop)
 
 
-async def _start_all(nodes: Sequence[NetworkNode]) -> None:
-    """Start nodes concurrently; the first failure propagates (the others are stopped
-    with the network). A single failure is raised as itself, not as a group."""
+async def _all(calls: Iterable[Callable[[], Coroutine[Any, Any, None]]]) -> None:
+    """Run ``calls`` concurrently (e.g. node starts); the first failure propagates (nodes
+    already started are stopped with the network). A single failure is raised as itself,
+    not as a group."""
     try:
         async with anyio.create_task_group() as tg:
-            for node in nodes:
-                tg.start_soon(node.start)
+            for call in calls:
+                tg.start_soon(call)
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
