@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -16,7 +16,7 @@ from fabstir_sidecar import (
     NoMatchingHostError,
     RetryPolicy,
 )
-from fabstir_sidecar.testing import HostSpec, NetworkFactory, NetworkNode
+from fabstir_sidecar.testing import HostSpec, NetworkFactory, NetworkNode, SyncNetwork
 from fabstir_sidecar.testing.netnode import process_gone
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,9 @@ async def test_fabstir_node_is_a_running_node_without_peers(
 
 
 @pytest.mark.fabstir_host(models=["llama"], reputation=70, location="us")
-async def test_fabstir_host_marker(fabstir_host: NetworkNode, fabstir_node: DiscoveryManager) -> None:
+async def test_fabstir_host_marker(
+    fabstir_host: NetworkNode, fabstir_node: DiscoveryManager
+) -> None:
     client = FabstirClient(fabstir_node)
     status = await client.get_status(fabstir_host.address)
     assert status.host.models == ("llama",)
@@ -151,9 +153,10 @@ async def test_terminate_stops_the_daemon_cleanly(fabstir_host: NetworkNode) -> 
     assert not fabstir_host.running
 
 
-def test_sync_face(fabstir_network_sync: object) -> None:
-    make = fabstir_network_sync
-    net = make(hosts=[HostSpec(models=["m"]), HostSpec(models=["m"], location="DE")])  # type: ignore[operator]
+def test_sync_face(fabstir_network_sync: Callable[..., SyncNetwork]) -> None:
+    net = fabstir_network_sync(
+        hosts=[HostSpec(models=["m"]), HostSpec(models=["m"], location="DE")]
+    )
     client = net.client()
     found = client.find_host(HostCriteria(location="DE"))
     assert found.host.peer_id == net.hosts[1].peer_id
@@ -164,4 +167,3 @@ def test_sync_face(fabstir_network_sync: object) -> None:
     assert process_gone(pid)
     net.hosts[0].restart()
     assert net.hosts[0].running
-    _ = signal  # (kept for readers: faults are real signals)

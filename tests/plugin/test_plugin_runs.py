@@ -155,7 +155,7 @@ def anyio_backend():
 
 @pytest.mark.parametrize("n", range(4))
 async def test_network(fabstir_network, n):
-    net = await fabstir_network(hosts=[HostSpec(models=["m"], location="DE"), HostSpec(models=["m"])])
+    net = await fabstir_network(hosts=[HostSpec(location="DE"), HostSpec()])
     client = await net.client(connect=False)
     found = await client.node.find_host(HostCriteria(location="DE"))
     assert found.host.peer_id == net.hosts[0].peer_id
@@ -237,7 +237,7 @@ def test_environment_does_not_reach_test_nodes(pytester: pytest.Pytester, run_ta
 def test_env(fabstir_network_sync):
     net = fabstir_network_sync()
     config = net.network.bootstrap.node.config
-    assert config.listen == ("/ip4/127.0.0.1/tcp/0",) or config.listen[0].startswith("/ip4/127.0.0.1/")
+    assert all(a.startswith("/ip4/127.0.0.1/") for a in config.listen)
     assert not config.enable_mdns and config.control_addr is None
 """
     )

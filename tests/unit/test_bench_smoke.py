@@ -36,6 +36,7 @@ from bench.stats import (
         "bench.load",
         "bench.discovery",
         "bench.cost",
+        "bench.network_start",
         "bench.plots",
     ],
 )
@@ -48,7 +49,7 @@ def test_cli_parses_the_documented_command() -> None:
 
     args = parse_args(["--quick", "--only", "rtt", "load", "--out", "x.json"])
     assert args.quick and args.only == ["rtt", "load"] and str(args.out) == "x.json"
-    assert set(CASES) == {"rtt", "throughput", "load", "discovery", "cost"}
+    assert set(CASES) == {"rtt", "throughput", "load", "discovery", "cost", "network_start"}
     with pytest.raises(SystemExit):
         parse_args(["--only", "nope"])
 
