@@ -12,7 +12,7 @@ host's Python side, through the public :class:`~fabstir_sidecar.HostService`:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
 
@@ -26,7 +26,7 @@ from fabstir_sidecar import (
     TokenStream,
 )
 
-from ._internal import JobRequest, StreamEnd
+from ._internal import JobEvent, JobRequest, StreamEnd
 
 BUSY = "busy"  # the rejection reason of PROTOCOL.md for a host at capacity
 
@@ -84,9 +84,15 @@ class FaultableHost(HostService):
     """A :class:`HostService` that honours :class:`Faults` (busy admission, slow status)."""
 
     def __init__(
-        self, node: DiscoveryManager, config: HostConfig, backend: Backend, *, faults: Faults
+        self,
+        node: DiscoveryManager,
+        config: HostConfig,
+        backend: Backend,
+        *,
+        faults: Faults,
+        on_job: Callable[[JobEvent], None] | None = None,
     ) -> None:
-        super().__init__(node, config, backend)
+        super().__init__(node, config, backend, on_job=on_job)
         self.faults = faults
 
     def try_admit(self, model: str) -> str | None:

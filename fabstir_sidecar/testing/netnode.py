@@ -32,6 +32,7 @@ from fabstir_sidecar import (
     NodeConfig,
 )
 
+from ._internal import JobEvent
 from .faults import FaultableHost, Faults, FaultyBackend
 from .spec import HostSpec
 
@@ -57,7 +58,7 @@ def process_gone(pid: int) -> bool:
 @dataclasses.dataclass(slots=True)
 class _Incarnation:
     node: DiscoveryManager
-    host: HostService | None
+    service: HostService | None
     stop_requested: anyio.Event = dataclasses.field(default_factory=anyio.Event)
     stopped: anyio.Event = dataclasses.field(default_factory=anyio.Event)
 
@@ -80,6 +81,7 @@ class NetworkNode:
         bootstrap: Sequence[str] = (),
         spec: HostSpec | None = None,
         options: Mapping[str, Any] | None = None,
+        network_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.role = role
@@ -87,11 +89,13 @@ class NetworkNode:
         self.faults = Faults()
         self.pids: list[int] = []  # every p2pd this node ran, for logs and leak reports
         self.errors: list[BaseException] = []  # failures after start (e.g. while stopping)
+        self.events: list[JobEvent] = []  # every job a host answered, across restarts
         self._tg = task_group
         self._p2pd_path = p2pd_path
         self._identity = workdir / f"{name}.key"
         self._bootstrap = tuple(bootstrap)
         self._options = dict(options or {})
+        self._network_options = dict(network_options or {})
         self._listen: tuple[str, ...] = (LOOPBACK,)
         self._backend = spec.make_backend() if spec is not None else None
         self._current: _Incarnation | None = None
@@ -111,9 +115,10 @@ class NetworkNode:
         return self._current.node
 
     @property
-    def host(self) -> HostService | None:
-        """The host service (None for bootstrap and client nodes)."""
-        return self._current.host if self._current is not None else None
+    def service(self) -> HostService | None:
+        """The host service of the current incarnation (None for bootstrap and client
+        nodes): its ``stats``, ``active_jobs``, ``config``."""
+        return self._current.service if self._current is not None else None
 
     @property
     def address(self) -> str:
@@ -134,7 +139,8 @@ class NetworkNode:
         return self._paused
 
     def config(self, listen: Sequence[str] | None = None) -> NodeConfig:
-        """The node's configuration: loopback only, explicit bootstrap, nothing from env."""
+        """The node's configuration: loopback only, explicit bootstrap, nothing from env;
+        then the network's ``node_options``, the spec's, and this node's own."""
         values: dict[str, Any] = {
             "listen": tuple(listen or self._listen),
             "bootstrap": self._bootstrap,
@@ -147,6 +153,7 @@ class NetworkNode:
             "message_linger": 0.0,
             "restart_daemon": self.spec.restart_daemon if self.spec else False,
         }
+        values.update(self._network_options)
         if self.spec is not None:
             values.update(self.spec.node_options)
         values.update(self._options)
@@ -168,17 +175,18 @@ class NetworkNode:
 
     async def _run(self, config: NodeConfig, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         node = DiscoveryManager(config)
-        host: HostService | None = None
+        service: HostService | None = None
         if self.spec is not None:
             assert self._backend is not None
-            host = FaultableHost(
+            service = FaultableHost(
                 node,
                 self.spec.host_config(),
                 FaultyBackend(self._backend, self.faults),
                 faults=self.faults,
+                on_job=self.events.append,
             )
-            node.on_start(host.start)  # serves status before any peer can ask
-        incarnation = _Incarnation(node, host)
+            node.on_start(service.start)  # serves status before any peer can ask
+        incarnation = _Incarnation(node, service)
         started = False
         try:
             async with node:

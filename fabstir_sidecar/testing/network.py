@@ -15,7 +15,7 @@ import contextlib
 import functools
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,8 +39,10 @@ class FabstirNetwork:
         *,
         p2pd_path: str | None = None,
         name: str = "net",
+        node_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.node_options = dict(node_options or {})
         self.workdir = workdir
         self.bootstrap: NetworkNode | None = None
         self.hosts: list[NetworkNode] = []
@@ -81,6 +83,7 @@ class FabstirNetwork:
             task_group=self._tg,
             workdir=self.workdir,
             p2pd_path=self._p2pd_path,
+            network_options=self.node_options,
             **kwargs,
         )
 
@@ -214,15 +217,25 @@ class NetworkFactory:
         self._tg.cancel_scope.cancel()  # nothing may outlive the factory
 
     async def __call__(
-        self, hosts: Sequence[HostSpec] = (), *, bootstrap: bool = True
+        self,
+        hosts: Sequence[HostSpec] = (),
+        *,
+        bootstrap: bool = True,
+        node_options: Mapping[str, Any] | None = None,
     ) -> FabstirNetwork:
+        """Start a network. ``node_options``: :class:`~fabstir_sidecar.NodeConfig` fields
+        for every node of it (e.g. ``{"enable_dht": True, "dht_mode": "server"}``)."""
         if self._tg is None or self._own_dir is None:
             raise RuntimeError("NetworkFactory must be entered (async with) before use")
         index = len(self.networks)
         workdir = self._own_dir / f"net{index}"
         workdir.mkdir(mode=0o700)
         net = FabstirNetwork(
-            self._tg, workdir, p2pd_path=self.p2pd_path, name="net" if index == 0 else f"net{index}"
+            self._tg,
+            workdir,
+            p2pd_path=self.p2pd_path,
+            name="net" if index == 0 else f"net{index}",
+            node_options=node_options,
         )
         self.networks.append(net)
         await net._start(list(hosts), bootstrap)
@@ -238,8 +251,9 @@ async def start_network(
     *,
     bootstrap: bool = True,
     p2pd_path: str | None = None,
+    node_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[FabstirNetwork]:
     """``async with start_network(hosts=[HostSpec(models=["m"])]) as net:`` — outside
     pytest, or inside any async test; every node is stopped when the block exits."""
     async with NetworkFactory(p2pd_path=p2pd_path) as factory:
-        yield await factory(hosts, bootstrap=bootstrap)
+        yield await factory(hosts, bootstrap=bootstrap, node_options=node_options)

@@ -254,11 +254,19 @@ def fabstir_network_sync(
     with contextlib.ExitStack() as stack:
 
         def make(
-            hosts: Sequence[HostSpec] = (), *, bootstrap: bool = True, backend: str = "asyncio"
+            hosts: Sequence[HostSpec] = (),
+            *,
+            bootstrap: bool = True,
+            backend: str = "asyncio",
+            node_options: Mapping[str, Any] | None = None,
         ) -> SyncNetwork:
             net = stack.enter_context(
                 network_sync(
-                    hosts, bootstrap=bootstrap, p2pd_path=str(p2pd_binary), backend=backend
+                    hosts,
+                    bootstrap=bootstrap,
+                    p2pd_path=str(p2pd_binary),
+                    backend=backend,
+                    node_options=node_options,
                 )
             )
             networks.append(net)

@@ -9,7 +9,7 @@ any coroutine function of yours in that loop, next to the nodes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -38,6 +38,8 @@ class SyncNode:
     daemon_pid = property(lambda self: self.node.daemon_pid)
     running = property(lambda self: self.node.running)
     faults = property(lambda self: self.node.faults)
+    service = property(lambda self: self.node.service)  # read its stats; call nothing on it
+    events = property(lambda self: list(self.node.events))
 
     def kill(self) -> None:
         self._portal.call(self.node.kill)
@@ -159,13 +161,16 @@ def network_sync(
     bootstrap: bool = True,
     p2pd_path: str | None = None,
     backend: str = "asyncio",
+    node_options: Mapping[str, Any] | None = None,
 ) -> Iterator[SyncNetwork]:
     """``with network_sync(hosts=[HostSpec(models=["m"])]) as net:``; every node and the
     thread are stopped when the block exits, whatever happens in it."""
     with (
         start_blocking_portal(backend) as portal,
         portal.wrap_async_context_manager(
-            start_network(hosts, bootstrap=bootstrap, p2pd_path=p2pd_path)
+            start_network(
+                hosts, bootstrap=bootstrap, p2pd_path=p2pd_path, node_options=node_options
+            )
         ) as network,
     ):
         yield SyncNetwork(portal, network)
