@@ -28,6 +28,7 @@ from fabstir_sidecar import (
     DaemonStartError,
     DiscoveryManager,
     FabstirError,
+    FinderSettings,
     HostService,
     NodeConfig,
 )
@@ -82,6 +83,7 @@ class NetworkNode:
         spec: HostSpec | None = None,
         options: Mapping[str, Any] | None = None,
         network_options: Mapping[str, Any] | None = None,
+        finder: FinderSettings | None = None,
     ) -> None:
         self.name = name
         self.role = role
@@ -96,6 +98,7 @@ class NetworkNode:
         self._bootstrap = tuple(bootstrap)
         self._options = dict(options or {})
         self._network_options = dict(network_options or {})
+        self._finder = finder
         self._listen: tuple[str, ...] = (LOOPBACK,)
         self._backend = spec.make_backend() if spec is not None else None
         self._current: _Incarnation | None = None
@@ -174,7 +177,7 @@ class NetworkNode:
             await self._tg.start(self._run, self.config([LOOPBACK]))
 
     async def _run(self, config: NodeConfig, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        node = DiscoveryManager(config)
+        node = DiscoveryManager(config, finder=self._finder)
         service: HostService | None = None
         if self.spec is not None:
             assert self._backend is not None

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from fabstir_sidecar import FabstirClient, RetryPolicy
+from fabstir_sidecar import FabstirClient, FinderSettings, RetryPolicy
 
 from .netnode import NetworkNode
 from .spec import HostSpec, node_names
@@ -111,13 +111,17 @@ class FabstirNetwork:
         await node.start()
         return node
 
-    async def add_client_node(self, **options: Any) -> NetworkNode:
-        """A fresh client node joined to the network (``options``: NodeConfig fields)."""
+    async def add_client_node(
+        self, *, finder: FinderSettings | None = None, **options: Any
+    ) -> NetworkNode:
+        """A fresh client node joined to the network (``options``: NodeConfig fields;
+        ``finder``: its discovery settings, e.g. ``FinderSettings(status_ttl=0)``)."""
         node = self._node(
             f"client{len(self.clients)}",
             "client",
             bootstrap=self.bootstrap_addrs,
             options=options,
+            finder=finder,
         )
         self.clients.append(node)
         await node.start()
@@ -130,6 +134,7 @@ class FabstirNetwork:
         request_timeout: float | None = None,
         job_timeout: float = 60.0,
         connect: bool = True,
+        finder: FinderSettings | None = None,
         **options: Any,
     ) -> FabstirClient:
         """A :class:`FabstirClient` on a fresh client node of this network (its ``node``
@@ -138,7 +143,7 @@ class FabstirNetwork:
         ``connect``: also dial every running host, so jobs can be sent by peer ID at once
         (False: the client knows only the bootstrap node and must discover the hosts).
         """
-        node = await self.add_client_node(**options)
+        node = await self.add_client_node(finder=finder, **options)
         if connect:
             async with anyio.create_task_group() as tg:
                 for host in self.hosts:

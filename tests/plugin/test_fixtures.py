@@ -167,3 +167,30 @@ def test_sync_face(fabstir_network_sync: Callable[..., SyncNetwork]) -> None:
     assert process_gone(pid)
     net.hosts[0].restart()
     assert net.hosts[0].running
+
+
+# The shared network: one per session, reset after each test. The two tests below run in
+# this order (pytest keeps file order): the first breaks it, the second finds it whole.
+
+
+def test_shared_network_can_be_broken_by_a_test(fabstir_shared_network: SyncNetwork) -> None:
+    net = fabstir_shared_network
+    assert len(net.hosts) == 3
+    first, second = net.hosts[0], net.hosts[1]
+    client = net.client()
+    assert client.run_job(first.peer_id, "echo", "hi").content == "echo: hi"
+    first.kill()
+    second.make_busy()
+    assert not first.running
+
+
+def test_shared_network_is_whole_again_for_the_next_test(
+    fabstir_shared_network: SyncNetwork,
+) -> None:
+    net = fabstir_shared_network
+    assert all(h.running for h in net.hosts)
+    assert not any(h.faults.busy for h in net.hosts)
+    assert len(net.network.clients) == 0  # the last test's client node was stopped
+    client = net.client()
+    for host in net.hosts:
+        assert client.run_job(host.peer_id, "echo", "again").content == "echo: again"
