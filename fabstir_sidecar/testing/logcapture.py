@@ -43,7 +43,8 @@ class LogCollector(logging.Handler):
             logger.setLevel(self._saved_level)
             self._saved_level = None
 
-    def render(self, names: Callable[[], Mapping[int, str]] | None = None) -> str:
+    def render(self, names: Callable[[], Mapping[int | str, str]] | None = None) -> str:
+        """The records, one line each; ``names`` maps p2pd pids and peer IDs to node names."""
         pid_names = dict(names()) if names is not None else {}
         lines = [format_record(r, pid_names) for r in self.records]
         if self._dropped:
@@ -51,13 +52,16 @@ class LogCollector(logging.Handler):
         return "\n".join(lines)
 
 
-def format_record(record: logging.LogRecord, pid_names: Mapping[int, str]) -> str:
+def format_record(record: logging.LogRecord, names: Mapping[int | str, str]) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
     millis = int(record.msecs)
     pid = getattr(record, "p2pd_pid", None)
+    peer = record.__dict__.get("peer_id")
     source = record.name.removeprefix(ROOT_LOGGER + ".")
     if isinstance(pid, int):
-        source = f"{pid_names.get(pid, '?')} p2pd[{pid}] {source}"
+        source = f"{names.get(pid, '?')} p2pd[{pid}] {source}"
+    elif isinstance(peer, str) and peer in names:
+        source = f"{names[peer]} {source}"
     message = record.getMessage()
     fields = getattr(record, "p2pd_fields", None)
     if fields:

@@ -157,6 +157,13 @@ class FabstirNetwork:
         """Every p2pd pid this network ran, with its node's name (for log attribution)."""
         return {pid: node.name for node in self.nodes for pid in node.pids}
 
+    def log_names(self) -> dict[int | str, str]:
+        """Node names by p2pd pid and by peer ID: who is who in the logs."""
+        names: dict[int | str, str] = {}
+        names.update(self.daemon_pids())
+        names.update({node.peer_id: node.name for node in self.nodes if node.peer_id})
+        return names
+
     async def aclose(self) -> None:
         """Stop every node concurrently (paused daemons are resumed first). Idempotent."""
         if self._closed:
@@ -248,6 +255,9 @@ class NetworkFactory:
 
     def daemon_pids(self) -> dict[int, str]:
         return {pid: name for net in self.networks for pid, name in net.daemon_pids().items()}
+
+    def log_names(self) -> dict[int | str, str]:
+        return {key: name for net in self.networks for key, name in net.log_names().items()}
 
 
 @contextlib.asynccontextmanager

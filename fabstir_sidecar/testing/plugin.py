@@ -37,7 +37,7 @@ FIXTURES = frozenset(
     {"fabstir_network", "fabstir_network_sync", "fabstir_node", "fabstir_host"}
     | {"fabstir_shared_network"}
 )
-PidNames = Callable[[], Mapping[int, str]]
+PidNames = Callable[[], Mapping[int | str, str]]
 
 _TAG = pytest.StashKey[str]()
 _SAVED_TAG = pytest.StashKey[str | None]()
@@ -151,8 +151,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 def _render(item: pytest.Item) -> str:
     names = item.stash.get(_NAMES, [])
 
-    def merged() -> dict[int, str]:
-        return {pid: name for source in names for pid, name in source().items()}
+    def merged() -> dict[int | str, str]:
+        return {key: name for source in names for key, name in source().items()}
 
     return item.stash[_LOGS].render(merged)
 
@@ -200,7 +200,7 @@ def _register_names(request: pytest.FixtureRequest, names: PidNames) -> None:
         request.node.stash[_NAMES].append(names)
 
 
-def _reaper(names: PidNames) -> Callable[[], None]:
+def _reaper(names: Callable[[], Mapping[int, str]]) -> Callable[[], None]:
     """A last-resort finalizer: if the async teardown could not run (the loop was broken,
     e.g. by a timeout), kill what is left and say so."""
 
@@ -232,7 +232,7 @@ async def fabstir_network(
     """``net = await fabstir_network(hosts=[HostSpec(...)], bootstrap=True)``; every
     network is stopped at the end of the test, whatever happened."""
     factory = NetworkFactory(p2pd_path=str(p2pd_binary))
-    _register_names(request, factory.daemon_pids)
+    _register_names(request, factory.log_names)
     request.addfinalizer(_reaper(factory.daemon_pids))
     async with factory:
         yield factory
@@ -246,11 +246,14 @@ def fabstir_network_sync(
     network in a background thread; ``net.client().run_job(...)`` blocks."""
     networks: list[SyncNetwork] = []
 
-    def names() -> dict[int, str]:
+    def names() -> dict[int | str, str]:
+        return {k: n for net in networks for k, n in net.network.log_names().items()}
+
+    def pids() -> dict[int, str]:
         return {p: n for net in networks for p, n in net.network.daemon_pids().items()}
 
     _register_names(request, names)
-    request.addfinalizer(_reaper(names))
+    request.addfinalizer(_reaper(pids))
     with contextlib.ExitStack() as stack:
 
         def make(
@@ -317,7 +320,7 @@ def fabstir_shared_network(
     """One network for the whole session (started once); after each test, faults are
     cleared, stopped or killed hosts restarted and the test's client nodes stopped."""
     net = _fabstir_shared
-    _register_names(request, net.network.daemon_pids)
+    _register_names(request, net.network.log_names)
     clients_before = len(net.network.clients)
     yield net
     net.call(_reset_shared, net, clients_before)
