@@ -159,8 +159,7 @@ class FabstirNetwork:
 
     def log_names(self) -> dict[int | str, str]:
         """Node names by p2pd pid and by peer ID: who is who in the logs."""
-        names: dict[int | str, str] = {}
-        names.update(self.daemon_pids())
+        names: dict[int | str, str] = {pid: name for pid, name in self.daemon_pids().items()}
         names.update({node.peer_id: node.name for node in self.nodes if node.peer_id})
         return names
 
