@@ -43,7 +43,6 @@ _TAG = pytest.StashKey[str]()
 _SAVED_TAG = pytest.StashKey[str | None]()
 _LOGS = pytest.StashKey[LogCollector]()
 _NAMES = pytest.StashKey[list[PidNames]]()
-_LOG_DIR = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -180,19 +179,21 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 _keep_logs(item)
 
 
+def _log_dir(config: pytest.Config) -> Path:
+    return config.rootpath / Path(config.getoption("fabstir_keep_logs"))
+
+
 def _keep_logs(item: pytest.Item) -> None:
-    config = item.config
-    if _LOG_DIR not in config.stash:
-        directory = config.rootpath / Path(config.getoption("fabstir_keep_logs"))
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        config.stash[_LOG_DIR] = directory
+    directory = _log_dir(item.config)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-200:]
-    (config.stash[_LOG_DIR] / f"{name}.log").write_text(_render(item) + "\n")
+    (directory / f"{name}.log").write_text(_render(item) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    if _LOG_DIR in config.stash:
-        terminalreporter.write_line(f"fabstir: test logs kept in {config.stash[_LOG_DIR]}")
+    # (under xdist the workers write the files and the controller prints this line)
+    if config.getoption("fabstir_keep_logs") and _log_dir(config).is_dir():
+        terminalreporter.write_line(f"fabstir: test logs kept in {_log_dir(config)}")
 
 
 def _register_names(request: pytest.FixtureRequest, names: PidNames) -> None:
