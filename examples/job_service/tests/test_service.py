@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import pytest
 from job_service import JobService, NoHostAvailableError
 
 from fabstir_sidecar import NoMatchingHostError
-from fabstir_sidecar.testing import HostSpec
+from fabstir_sidecar.testing import HostSpec, NetworkFactory, SyncNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +21,7 @@ HOSTS = [
 ]
 
 
-async def test_the_most_reputable_matching_host_answers(fabstir_network) -> None:
+async def test_the_most_reputable_matching_host_answers(fabstir_network: NetworkFactory) -> None:
     net = await fabstir_network(hosts=HOSTS)
     service = JobService((await net.client(connect=False)).node, location="DE")
     answer = await service.ask("llama-3", "hello world")
@@ -28,7 +30,7 @@ async def test_the_most_reputable_matching_host_answers(fabstir_network) -> None
     assert answer.skipped == ()
 
 
-async def test_a_host_killed_during_the_job_is_replaced(fabstir_network) -> None:
+async def test_a_host_killed_during_the_job_is_replaced(fabstir_network: NetworkFactory) -> None:
     net = await fabstir_network(hosts=HOSTS)
     best, second = net.host("best"), net.host("second")
     service = JobService((await net.client(connect=False)).node, location="DE")
@@ -46,7 +48,7 @@ async def test_a_host_killed_during_the_job_is_replaced(fabstir_network) -> None
     assert answer.text == "echo: survive this"
 
 
-async def test_a_busy_host_is_skipped(fabstir_network) -> None:
+async def test_a_busy_host_is_skipped(fabstir_network: NetworkFactory) -> None:
     net = await fabstir_network(hosts=HOSTS)
     net.host("best").make_busy()
     service = JobService((await net.client(connect=False)).node, location="DE")
@@ -54,7 +56,7 @@ async def test_a_busy_host_is_skipped(fabstir_network) -> None:
     assert answer.host == net.host("second").peer_id
 
 
-async def test_every_host_down_is_a_clear_error(fabstir_network) -> None:
+async def test_every_host_down_is_a_clear_error(fabstir_network: NetworkFactory) -> None:
     net = await fabstir_network(hosts=HOSTS[:2])
     service = JobService((await net.client(connect=False)).node)
     await service.candidates("llama-3")  # both known and healthy ...
@@ -64,14 +66,14 @@ async def test_every_host_down_is_a_clear_error(fabstir_network) -> None:
         await service.ask("llama-3", "anyone?")
 
 
-async def test_no_host_serves_the_model(fabstir_network) -> None:
+async def test_no_host_serves_the_model(fabstir_network: NetworkFactory) -> None:
     net = await fabstir_network(hosts=HOSTS)
     service = JobService((await net.client(connect=False)).node, min_reputation=99)
     with pytest.raises(NoMatchingHostError):
         await service.ask("llama-3", "x")
 
 
-def test_from_synchronous_code(fabstir_network_sync) -> None:
+def test_from_synchronous_code(fabstir_network_sync: Callable[..., SyncNetwork]) -> None:
     net = fabstir_network_sync(hosts=HOSTS[:2])
     client = net.client(connect=False)
     service = JobService(client.client.node)
