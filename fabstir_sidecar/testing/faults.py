@@ -26,9 +26,7 @@ from fabstir_sidecar import (
     TokenStream,
 )
 
-from ._internal import JobEvent, JobRequest, StreamEnd
-
-BUSY = "busy"  # the rejection reason of PROTOCOL.md for a host at capacity
+from ._internal import Admission, JobEvent, JobRequest, StreamEnd
 
 
 @dataclasses.dataclass(slots=True)
@@ -95,10 +93,17 @@ class FaultableHost(HostService):
         super().__init__(node, config, backend, on_job=on_job)
         self.faults = faults
 
-    def try_admit(self, model: str) -> str | None:
-        if self.faults.busy and model in self.config.models:
-            return BUSY
-        return super().try_admit(model)
+    def try_admit(self, model: str) -> Admission:
+        if not self.faults.busy:
+            return super().try_admit(model)
+        # Look full to the host's own admission, so the rejection is exactly the one a host
+        # at capacity gives (and a model it does not serve is still refused as such).
+        # Internals: HostService counts its running jobs in ``_active``.
+        self._active += self.config.max_jobs
+        try:
+            return super().try_admit(model)
+        finally:
+            self._active -= self.config.max_jobs
 
     async def status_record(self) -> Host:
         if self.faults.status_delay > 0:

@@ -28,12 +28,11 @@ from fabstir_sidecar import (
     DaemonStartError,
     DiscoveryManager,
     FabstirError,
-    FinderSettings,
     HostService,
     NodeConfig,
 )
 
-from ._internal import JobEvent
+from ._internal import FinderConfig, JobEvent
 from .faults import FaultableHost, Faults, FaultyBackend
 from .spec import HostSpec
 
@@ -83,7 +82,7 @@ class NetworkNode:
         spec: HostSpec | None = None,
         options: Mapping[str, Any] | None = None,
         network_options: Mapping[str, Any] | None = None,
-        finder: FinderSettings | None = None,
+        finder: FinderConfig | None = None,
     ) -> None:
         self.name = name
         self.role = role

@@ -23,8 +23,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from fabstir_sidecar import FabstirClient, FinderSettings, RetryPolicy
+from fabstir_sidecar import FabstirClient
 
+from ._internal import FinderConfig, RetryConfig
 from .netnode import NetworkNode
 from .spec import HostSpec, node_names
 
@@ -112,10 +113,10 @@ class FabstirNetwork:
         return node
 
     async def add_client_node(
-        self, *, finder: FinderSettings | None = None, **options: Any
+        self, *, finder: FinderConfig | None = None, **options: Any
     ) -> NetworkNode:
         """A fresh client node joined to the network (``options``: NodeConfig fields;
-        ``finder``: its discovery settings, e.g. ``FinderSettings(status_ttl=0)``)."""
+        ``finder``: its discovery settings, e.g. ``FinderConfig(status_ttl=0)``)."""
         node = self._node(
             f"client{len(self.clients)}",
             "client",
@@ -130,11 +131,11 @@ class FabstirNetwork:
     async def client(
         self,
         *,
-        retry: RetryPolicy | None = None,
+        retry: RetryConfig | None = None,
         request_timeout: float | None = None,
         job_timeout: float = 60.0,
         connect: bool = True,
-        finder: FinderSettings | None = None,
+        finder: FinderConfig | None = None,
         **options: Any,
     ) -> FabstirClient:
         """A :class:`FabstirClient` on a fresh client node of this network (its ``node``

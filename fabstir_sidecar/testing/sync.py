@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from fabstir_sidecar import FabstirClient, HostCriteria, HostStatus, JobResult, RetryPolicy
+from fabstir_sidecar import FabstirClient, HostCriteria, HostStatus, JobResult
 
+from ._internal import RetryConfig
 from .netnode import NetworkNode
 from .network import FabstirNetwork, start_network
 from .spec import HostSpec
@@ -143,7 +144,7 @@ class SyncNetwork:
     def add_host(self, spec: HostSpec | None = None) -> SyncNode:
         return self._proxy(self.portal.call(self.network.add_host, spec))
 
-    def client(self, *, retry: RetryPolicy | None = None, **options: Any) -> SyncClient:
+    def client(self, *, retry: RetryConfig | None = None, **options: Any) -> SyncClient:
         async def make() -> FabstirClient:
             return await self.network.client(retry=retry, **options)
 
