@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from fabstir_sidecar import FabstirClient, HostCriteria, HostStatus, JobResult
+from fabstir_sidecar import DiscoveryManager, FabstirClient, HostCriteria, HostStatus, JobResult
 
 from ._internal import RetryConfig
 from .netnode import NetworkNode
@@ -82,19 +82,22 @@ async def _sync_in_loop(fn: Callable[..., None], *args: Any) -> None:
 class SyncClient:
     """Blocking proxy of a :class:`FabstirClient` on a client node of the network."""
 
-    def __init__(self, portal: BlockingPortal, client: FabstirClient) -> None:
+    def __init__(
+        self, portal: BlockingPortal, client: FabstirClient, node: DiscoveryManager
+    ) -> None:
         self._portal = portal
         self.client = client
+        self.node = node  # the client node (async object: use it through SyncNetwork.call)
 
     @property
     def peer_id(self) -> str:
-        return self.client.node.peer_id
+        return self.node.peer_id
 
     def find_host(self, criteria: HostCriteria | None = None) -> HostStatus:
-        return self._portal.call(self.client.node.find_host, criteria)
+        return self._portal.call(self.node.find_host, criteria)
 
     def find_hosts(self, criteria: HostCriteria | None = None) -> list[HostStatus]:
-        return self._portal.call(self.client.node.find_hosts, criteria)
+        return self._portal.call(self.node.find_hosts, criteria)
 
     def get_status(self, peer: str) -> HostStatus:
         return self._portal.call(self.client.get_status, peer)
@@ -145,10 +148,13 @@ class SyncNetwork:
         return self._proxy(self.portal.call(self.network.add_host, spec))
 
     def client(self, *, retry: RetryConfig | None = None, **options: Any) -> SyncClient:
+        """A client on a fresh client node (``options``: those of ``FabstirNetwork.client``)."""
+
         async def make() -> FabstirClient:
             return await self.network.client(retry=retry, **options)
 
-        return SyncClient(self.portal, self.portal.call(make))
+        client = self.portal.call(make)
+        return SyncClient(self.portal, client, self.network.clients[-1].node)
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``await fn(*args)`` in the network's event loop and return its result."""

@@ -76,6 +76,6 @@ async def test_no_host_serves_the_model(fabstir_network: NetworkFactory) -> None
 def test_from_synchronous_code(fabstir_network_sync: Callable[..., SyncNetwork]) -> None:
     net = fabstir_network_sync(hosts=HOSTS[:2])
     client = net.client(connect=False)
-    service = JobService(client.client.node)
+    service = JobService(client.node)
     answer = net.call(service.ask, "llama-3", "sync")
     assert answer.host == net.host("best").peer_id
