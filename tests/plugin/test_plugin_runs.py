@@ -78,7 +78,7 @@ def test_failing_test_is_cleaned_up_and_gets_the_logs(
     result.stdout.fnmatch_lines(
         [
             "*fabstir node and p2pd logs (call)*",
-            "*bootstrap p2pd[[]*] p2pd.process: p2pd ready*",
+            "*bootstrap p2pd[[]*] *p2pd ready*",
             "*host1 p2pd[[]*]*",
         ]
     )
