@@ -29,9 +29,12 @@ def tagged(environ: bytes, tag: str) -> bool:
 def tagged_daemons(
     tag: str, names: Iterable[str] = ("p2pd",), proc: Path = Path("/proc")
 ) -> set[int]:
-    """Live processes whose command name is one of ``names`` and that carry ``tag``."""
+    """Live processes whose command name is one of ``names`` and that carry ``tag``
+    (none where there is no ``/proc``: the check is Linux-only)."""
     comms = {n[:15] for n in names}  # the kernel keeps 15 characters of a command name
     found: set[int] = set()
+    if not proc.is_dir():
+        return found
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from fabstir_sidecar import ConfigError, EchoBackend
 from fabstir_sidecar.testing import Faults, FaultyBackend, HostSpec
 from fabstir_sidecar.testing._internal import JobRequest
-from fabstir_sidecar.testing.leaks import TAG_VAR, tagged
+from fabstir_sidecar.testing.leaks import TAG_VAR, tagged, tagged_daemons
 from fabstir_sidecar.testing.logcapture import LogCollector, format_record
 from fabstir_sidecar.testing.spec import node_names
 
@@ -43,6 +44,10 @@ def test_tag_matches_whole_variables_only() -> None:
     assert tagged(environ, "t-1")
     assert not tagged(environ, "t-")
     assert not tagged(b"X" + f"{TAG_VAR}=t-1".encode(), "t-1")
+
+
+def test_no_proc_means_nothing_found(tmp_path: Path) -> None:
+    assert tagged_daemons("t", proc=tmp_path / "absent") == set()
 
 
 def test_log_lines_name_daemons_and_peers() -> None:
