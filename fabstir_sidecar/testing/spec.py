@@ -53,6 +53,9 @@ class HostSpec:
 
 def node_names(hosts: Sequence[HostSpec]) -> list[str]:
     """``host0``, ``host1``... unless a spec names itself; duplicates are refused."""
+    wrong = [type(h).__name__ for h in hosts if not isinstance(h, HostSpec)]
+    if wrong:
+        raise ConfigError("hosts", wrong, "expected HostSpec items (fabstir_sidecar.testing)")
     names = [spec.name or f"host{i}" for i, spec in enumerate(hosts)]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

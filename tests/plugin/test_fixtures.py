@@ -169,6 +169,11 @@ def test_sync_face(fabstir_network_sync: Callable[..., SyncNetwork]) -> None:
     assert net.hosts[0].running
 
 
+def test_sync_face_on_trio(fabstir_network_sync: Callable[..., SyncNetwork]) -> None:
+    net = fabstir_network_sync(hosts=[HostSpec(models=["m"])], backend="trio")
+    assert net.client().run_job(net.hosts[0].peer_id, "m", "trio").content == "echo: trio"
+
+
 # The shared network: one per session, reset after each test. The two tests below run in
 # this order (pytest keeps file order): the first breaks it, the second finds it whole.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from fabstir_sidecar import ConfigError, EchoBackend
+from fabstir_sidecar import ConfigError, EchoBackend, HostConfig
 from fabstir_sidecar.testing import Faults, FaultyBackend, HostSpec
 from fabstir_sidecar.testing._internal import JobRequest
 from fabstir_sidecar.testing.leaks import TAG_VAR, tagged, tagged_daemons
@@ -37,6 +37,8 @@ def test_node_names() -> None:
         node_names([HostSpec(name="x"), HostSpec(name="x")])
     with pytest.raises(ConfigError, match="bootstrap"):
         node_names([HostSpec(name="bootstrap")])
+    with pytest.raises(ConfigError, match="expected HostSpec"):
+        node_names([HostConfig(models=("m",))])  # type: ignore[list-item]
 
 
 def test_tag_matches_whole_variables_only() -> None:
