@@ -37,6 +37,7 @@ from bench.stats import (
         "bench.discovery",
         "bench.cost",
         "bench.gateway",
+        "bench.network_start",
         "bench.plots",
     ],
 )
@@ -49,7 +50,15 @@ def test_cli_parses_the_documented_command() -> None:
 
     args = parse_args(["--quick", "--only", "rtt", "load", "--out", "x.json"])
     assert args.quick and args.only == ["rtt", "load"] and str(args.out) == "x.json"
-    assert set(CASES) == {"rtt", "throughput", "load", "discovery", "cost", "gateway"}
+    assert set(CASES) == {
+        "rtt",
+        "throughput",
+        "load",
+        "discovery",
+        "cost",
+        "gateway",
+        "network_start",
+    }
     with pytest.raises(SystemExit):
         parse_args(["--only", "nope"])
 
