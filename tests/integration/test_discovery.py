@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
@@ -38,10 +38,9 @@ from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host
 from tests.integration.helpers import free_port
+from tests.integration.running_net import PortalNet, RunningHost
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
 
 LLAMA = "llama-3.2-1b-instruct"
 MISTRAL = "mistral-7b-instruct"
@@ -83,34 +82,18 @@ ALL = frozenset(SPECS)
 
 
 @dataclass
-class RunningHost:
-    name: str
+class SpecHost(RunningHost):
     spec: Spec
-    node: DiscoveryManager
-    service: HostService
-
-    @property
-    def peer_id(self) -> str:
-        return self.node.peer_id
 
 
 @dataclass
-class Network:
-    portal: BlockingPortal
+class Network(PortalNet):
+    DEADLINE: ClassVar[float] = TEST_DEADLINE
     base: NodeConfig
     boot: DiscoveryManager
     boot_addr: str
-    hosts: dict[str, RunningHost]
+    hosts: dict[str, SpecHost]
     client: DiscoveryManager
-
-    def run(self, body: Callable[[], Awaitable[T]], timeout: float = TEST_DEADLINE) -> T:
-        """Run ``body`` in the network's event loop, under a deadline."""
-
-        async def guarded() -> T:
-            with anyio.fail_after(timeout):
-                return await body()
-
-        return self.portal.call(guarded)
 
     def name_of(self, peer_id: str) -> str:
         for name, host in self.hosts.items():
@@ -154,7 +137,7 @@ async def find_all_hosts(
     return ranked
 
 
-async def hold_a_job(boot: DiscoveryManager, host: RunningHost) -> None:
+async def hold_a_job(boot: DiscoveryManager, host: SpecHost) -> None:
     """A job that runs until the network stops (the host's backend is slow)."""
     client = FabstirClient(boot, retry=RetryConfig.none(), job_timeout=3600)
     with contextlib.suppress(Exception):
@@ -174,7 +157,7 @@ async def network(p2pd_path: str, portal: BlockingPortal) -> AsyncIterator[Netwo
     async with contextlib.AsyncExitStack() as stack:
         boot = await stack.enter_async_context(DiscoveryManager(base))
         boot_addr = (await boot.get_addrs())[0]
-        hosts: dict[str, RunningHost] = {}
+        hosts: dict[str, SpecHost] = {}
         for name, spec in SPECS.items():
             node = await stack.enter_async_context(DiscoveryManager(base, bootstrap=(boot_addr,)))
             service = HostService(
@@ -183,7 +166,7 @@ async def network(p2pd_path: str, portal: BlockingPortal) -> AsyncIterator[Netwo
             await service.start()
             if spec.veteran:
                 service._started_at -= VETERAN_UPTIME  # internals: an old host, without waiting
-            hosts[name] = RunningHost(name, spec, node, service)
+            hosts[name] = SpecHost(name, node, service, spec)
         client = await stack.enter_async_context(DiscoveryManager(base, bootstrap=(boot_addr,)))
         tg = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tg.cancel_scope.cancel)  # LIFO: cancel the job before nodes stop
@@ -196,7 +179,7 @@ async def network(p2pd_path: str, portal: BlockingPortal) -> AsyncIterator[Netwo
                 if host.spec.busy:
                     tg.start_soon(hold_a_job, boot, host)
 
-                    async def admitted(h: RunningHost = host) -> bool:
+                    async def admitted(h: SpecHost = host) -> bool:
                         return h.service.active_jobs == 1
 
                     await wait_until(admitted, 10, f"a job running on host {host.name}")
