@@ -86,25 +86,27 @@ def _invalid(name: str, value: object, why: str) -> ApiError:
     return bad_request("invalid_criteria", f"criterion {name}={value!r}: {why}")
 
 
+def _from_header(
+    name: str, raw: object, from_header: bool, parse: Callable[[str], object], what: str
+) -> object:
+    """A header's text parsed as ``parse`` does; a JSON value as it is."""
+    if not (from_header and isinstance(raw, str)):
+        return raw
+    try:
+        return parse(raw.strip())
+    except ValueError:
+        raise _invalid(name, raw, f"expected {what}") from None
+
+
 def _count(name: str, raw: object, from_header: bool) -> int:
-    value: object = raw
-    if from_header and isinstance(raw, str):
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise _invalid(name, raw, "expected an integer") from None
+    value = _from_header(name, raw, from_header, int, "an integer")
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise _invalid(name, raw, "expected an integer >= 0")
     return value
 
 
 def _millis(name: str, raw: object, from_header: bool) -> float:
-    value: object = raw
-    if from_header and isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise _invalid(name, raw, "expected a number") from None
+    value = _from_header(name, raw, from_header, float, "a number")
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _invalid(name, raw, "expected a number >= 0")
     number = float(value)
