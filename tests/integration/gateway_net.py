@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from fabstir_sidecar import (
@@ -59,6 +60,20 @@ async def start_host(
     node.on_start(service.start)
     await stack.enter_async_context(node)
     return RunningHost(name, node, service)
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(
+    node: DiscoveryManager,
+    *,
+    settings: GatewaySettings | None = None,
+    host: HostService | None = None,
+    timeout: float = 30.0,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway app on ``node``, served on loopback, and an httpx client to it."""
+    app = create_app(node, settings=settings, host=host)
+    async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url, timeout=timeout) as c:
+        yield c
 
 
 async def wait_for_hosts(node: DiscoveryManager, peers: set[str], timeout: float = 20.0) -> None:
