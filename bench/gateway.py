@@ -201,20 +201,17 @@ async def run(ctx: Ctx) -> None:
 
         progress(f"gateway: {rounds} rounds of one job per method, plain and first token")
         await gateway_job()  # the gateway's first lookup happens here, not in a sample
+        methods = {  # each way in: (the job, its first token)
+            "direct": (direct_job, direct_first),
+            "gateway": (gateway_job, gateway_first),
+            "httpx": (httpx_job, httpx_first),
+        }
         plain = await interleaved(
-            {
-                "direct": timed(direct_job),
-                "gateway": timed(gateway_job),
-                "httpx": timed(httpx_job),
-            },
+            {k: timed(job) for k, (job, _) in methods.items()},
             rounds=rounds, per_round=per_round, warmup=5,
         )  # fmt: skip
         first = await interleaved(
-            {
-                "direct": sampled(direct_first),
-                "gateway": sampled(gateway_first),
-                "httpx": sampled(httpx_first),
-            },
+            {k: sampled(first_token) for k, (_, first_token) in methods.items()},
             rounds=rounds, per_round=per_round, warmup=5,
         )  # fmt: skip
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -16,16 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.gateway import routes_jobs, routes_node
 from fabstir_sidecar.gateway.errors import ApiError
-from fabstir_sidecar.gateway.hub import MessageHub
-from fabstir_sidecar.gateway.metrics import NodeCollector
 from fabstir_sidecar.gateway.middleware import GatewayMiddleware
-from fabstir_sidecar.gateway.runner import Runner
 from fabstir_sidecar.gateway.settings import GatewaySettings
 from fabstir_sidecar.gateway.state import Gateway
-from fabstir_sidecar.gateway.stats import GatewayStats
 from fabstir_sidecar.host.service import HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
 
@@ -77,28 +71,10 @@ def create_app(
 ) -> Starlette:
     """The HTTP API of ``node`` (a started DiscoveryManager). ``host``: the HostService on
     this node, if it hosts, for the ``fabstir_host_*`` metrics."""
-    settings = settings or GatewaySettings()
-    stats = GatewayStats()
-    # No client-side retries: the gateway fails over to other hosts itself, and never
-    # re-sends a job whose request reached a host (PROTOCOL.md section 2).
-    client = FabstirClient(node, retry=RetryConfig.none(), job_timeout=settings.job_timeout)
-    registry = CollectorRegistry(auto_describe=False)
-    collector = NodeCollector(node, client, stats, host)
-    registry.register(collector)
-    state = Gateway(
-        node=node,
-        client=client,
-        runner=Runner(node, client, stats),
-        hub=MessageHub(node, buffer=settings.sse_buffer, stats=stats),
-        settings=settings,
-        stats=stats,
-        collector=collector,
-        registry=registry,
-        host=host,
-    )
+    state = Gateway(node, settings or GatewaySettings(), host)
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(GatewayMiddleware, settings=settings, stats=stats)],
+        middleware=[Middleware(GatewayMiddleware, settings=state.settings, stats=state.stats)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

@@ -56,55 +56,55 @@ class Selection:
     peer_id: str | None = None
 
     def host_criteria(self) -> HostCriteria:
-        return HostCriteria(
-            min_reputation=self.min_reputation,
-            max_latency=self.max_latency_ms,
-            required_models=self.models,
-            min_uptime=self.min_uptime_s,
-            location=self.location,
-        )
+        return HostCriteria(**{lib: getattr(self, own) for _, own, lib in _LIBRARY_FIELDS})
 
     def failures(self, candidate: HostStatus) -> list[str]:
-        """Every criterion ``candidate`` fails (names as in the explanation)."""
-        host, failed = candidate.host, []
-        if self.models and not set(self.models).issubset(host.models):
-            failed.append("model")
-        if self.min_reputation is not None and host.reputation < self.min_reputation:
-            failed.append("min_reputation")
-        if self.max_latency_ms is not None and candidate.latency_ms > self.max_latency_ms:
-            failed.append("max_latency_ms")
-        if self.min_uptime_s is not None and host.uptime_s < self.min_uptime_s:
-            failed.append("min_uptime_s")
-        if self.location is not None and (host.location or "").upper() != self.location:
-            failed.append("location")
-        if self.peer_id is not None and host.peer_id != self.peer_id:
+        """Every criterion ``candidate`` fails (names as in the explanation), each checked
+        by the library's matcher on its own."""
+        failed = [
+            name
+            for name, own, lib in _LIBRARY_FIELDS
+            if HostCriteria(**{lib: getattr(self, own)}).failed(candidate)
+        ]
+        if self.peer_id is not None and candidate.host.peer_id != self.peer_id:
             failed.append("peer_id")
         return failed
+
+
+_LIBRARY_FIELDS = (  # (the explanation's name, Selection's field, HostCriteria's field)
+    ("model", "models", "required_models"),
+    ("min_reputation", "min_reputation", "min_reputation"),
+    ("max_latency_ms", "max_latency_ms", "max_latency"),
+    ("min_uptime_s", "min_uptime_s", "min_uptime"),
+    ("location", "location", "location"),
+)
 
 
 def _invalid(name: str, value: object, why: str) -> ApiError:
     return bad_request("invalid_criteria", f"criterion {name}={value!r}: {why}")
 
 
+def _from_header(
+    name: str, raw: object, from_header: bool, parse: Callable[[str], object], what: str
+) -> object:
+    """A header's text parsed as ``parse`` does; a JSON value as it is."""
+    if not (from_header and isinstance(raw, str)):
+        return raw
+    try:
+        return parse(raw.strip())
+    except ValueError:
+        raise _invalid(name, raw, f"expected {what}") from None
+
+
 def _count(name: str, raw: object, from_header: bool) -> int:
-    value: object = raw
-    if from_header and isinstance(raw, str):
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise _invalid(name, raw, "expected an integer") from None
+    value = _from_header(name, raw, from_header, int, "an integer")
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise _invalid(name, raw, "expected an integer >= 0")
     return value
 
 
 def _millis(name: str, raw: object, from_header: bool) -> float:
-    value: object = raw
-    if from_header and isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise _invalid(name, raw, "expected a number") from None
+    value = _from_header(name, raw, from_header, float, "a number")
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _invalid(name, raw, "expected a number >= 0")
     number = float(value)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from fabstir_sidecar.core.errors import ConfigError, FabstirError, InvalidMultiaddrError
-from fabstir_sidecar.gateway.criteria import explain, no_match, parse_query
+from fabstir_sidecar.gateway.criteria import parse_query
 from fabstir_sidecar.gateway.errors import ApiError, bad_request, from_library
 from fabstir_sidecar.gateway.state import gateway, read_json
 from fabstir_sidecar.node.manager import NodeState
@@ -102,15 +102,8 @@ def _host_json(candidate: HostStatus) -> dict[str, Any]:
 
 async def list_hosts(request: Request) -> Response:
     selection, limit = parse_query(request.query_params.multi_items())
-    discovery = gateway(request).node.discovery
-    try:
-        report = await discovery.match(selection.host_criteria())
-    except FabstirError as exc:
-        raise from_library(exc) from None
-    if not report.ranked:
-        seen = discovery.last_lookup.candidates
-        raise no_match(selection, explain(selection, report.answers, seen))
-    return JSONResponse({"hosts": [_host_json(c) for c in report.ranked[:limit]]})
+    ranked = await gateway(request).runner.ranked(selection)
+    return JSONResponse({"hosts": [_host_json(c) for c in ranked[:limit]]})
 
 
 async def send_message(request: Request) -> Response:

@@ -29,6 +29,7 @@ from fabstir_sidecar.gateway.criteria import Selection, explain, no_match
 from fabstir_sidecar.gateway.errors import ApiError, busy, from_library, is_busy, root_cause
 from fabstir_sidecar.gateway.stats import GatewayStats
 from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.wire.messages import JobResult
 
 MAX_HOSTS = 3
@@ -37,6 +38,7 @@ MAX_HOSTS = 3
 # its callers: jobs beyond this many per host wait here for a turn instead of being reset.
 MAX_JOBS_PER_HOST = 32
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -58,6 +60,19 @@ def _may_fail_over(exc: FabstirError) -> bool:
     # Before the first token: a host that cannot be reached or breaks off is not the last word.
     lost = PeerUnreachableError | ProtocolNotSupportedError | ProtocolError | StreamClosedError
     return isinstance(cause, lost)
+
+
+def _send(job: Callable[..., R], peer: str, spec: JobSpec) -> R:
+    """``FabstirClient.run_job`` or ``stream_job`` (the same parameters) for ``spec``."""
+    return job(
+        peer,
+        spec.model,
+        spec.prompt,
+        max_tokens=spec.max_tokens,
+        temperature=spec.temperature,
+        job_id=spec.request_id,
+        messages=spec.messages,
+    )
 
 
 class Runner:
@@ -101,6 +116,11 @@ class Runner:
             if selection.failures(status):
                 raise no_match(selection, explain(selection, [status], 1)).with_host(pinned)
             return [pinned]
+        return [c.host.peer_id for c in (await self.ranked(selection))[:MAX_HOSTS]]
+
+    async def ranked(self, selection: Selection) -> list[HostStatus]:
+        """The hosts that match, best first; none is a no-match error that explains why."""
+        discovery = self.node.discovery
         try:
             report = await discovery.match(selection.host_criteria())
         except FabstirError as exc:
@@ -108,7 +128,7 @@ class Runner:
         if not report.ranked:
             seen = discovery.last_lookup.candidates
             raise no_match(selection, explain(selection, report.answers, seen))
-        return [c.host.peer_id for c in report.ranked[:MAX_HOSTS]]
+        return report.ranked
 
     async def _on_hosts(
         self, selection: Selection, attempt: Callable[[str, Callable[[], None]], Awaitable[T]]
@@ -147,15 +167,7 @@ class Runner:
 
     async def complete(self, selection: Selection, spec: JobSpec) -> tuple[str, JobResult]:
         async def attempt(peer: str, release: Callable[[], None]) -> JobResult:
-            result = await self.client.run_job(
-                peer,
-                spec.model,
-                spec.prompt,
-                max_tokens=spec.max_tokens,
-                temperature=spec.temperature,
-                job_id=spec.request_id,
-                messages=spec.messages,
-            )
+            result = await _send(self.client.run_job, peer, spec)
             release()
             return result
 
@@ -163,15 +175,7 @@ class Runner:
 
     async def stream(self, selection: Selection, spec: JobSpec) -> OpenStream:
         async def attempt(peer: str, release: Callable[[], None]) -> OpenStream:
-            job = self.client.stream_job(
-                peer,
-                spec.model,
-                spec.prompt,
-                max_tokens=spec.max_tokens,
-                temperature=spec.temperature,
-                job_id=spec.request_id,
-                messages=spec.messages,
-            )
+            job = _send(self.client.stream_job, peer, spec)
             tokens = cast(AsyncGenerator[str, None], aiter(job))
             try:
                 first: str | None = await anext(tokens)

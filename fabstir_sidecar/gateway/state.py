@@ -11,7 +11,7 @@ import anyio
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
-from fabstir_sidecar.client import FabstirClient
+from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.gateway.errors import ApiError, bad_request
 from fabstir_sidecar.gateway.hub import MessageHub
 from fabstir_sidecar.gateway.metrics import NodeCollector
@@ -24,16 +24,32 @@ from fabstir_sidecar.node.manager import DiscoveryManager
 
 @dataclass
 class Gateway:
+    """The gateway's state, its parts built from ``node``, ``settings`` and ``host`` (the
+    HostService on this node, if it hosts, for the ``fabstir_host_*`` metrics)."""
+
     node: DiscoveryManager
-    client: FabstirClient
-    runner: Runner
-    hub: MessageHub
     settings: GatewaySettings
-    stats: GatewayStats
-    collector: NodeCollector
-    registry: CollectorRegistry
     host: HostService | None = None
+    stats: GatewayStats = field(init=False, default_factory=GatewayStats)
+    client: FabstirClient = field(init=False)
+    runner: Runner = field(init=False)
+    hub: MessageHub = field(init=False)
+    collector: NodeCollector = field(init=False)
+    registry: CollectorRegistry = field(init=False)
     models_seen: dict[str, int] = field(default_factory=dict)  # model -> first seen (unix s)
+
+    def __post_init__(self) -> None:
+        node, stats = self.node, self.stats
+        # No client-side retries: the gateway fails over to other hosts itself, and never
+        # re-sends a job whose request reached a host (PROTOCOL.md section 2).
+        self.client = FabstirClient(
+            node, retry=RetryConfig.none(), job_timeout=self.settings.job_timeout
+        )
+        self.runner = Runner(node, self.client, stats)
+        self.hub = MessageHub(node, buffer=self.settings.sse_buffer, stats=stats)
+        self.collector = NodeCollector(node, self.client, stats, self.host)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
 
     def first_seen(self, model: str) -> int:
         return self.models_seen.setdefault(model, int(time.time()))

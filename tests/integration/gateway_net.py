@@ -9,11 +9,12 @@ httpx, or run async bodies in the network's loop with ``net.run``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
+import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from fabstir_sidecar import (
@@ -26,41 +27,21 @@ from fabstir_sidecar import (
 )
 from fabstir_sidecar.gateway import GatewaySettings, create_app, serve_gateway
 from tests.integration.helpers import make_node
-
-T = TypeVar("T")
+from tests.integration.running_net import PortalNet, RunningHost
 
 M1, M2, SLOW = "m1", "m2", "m-slow"
 TOKEN = "s3cret-token"
 
 
 @dataclass
-class Host:
-    name: str
-    node: DiscoveryManager
-    service: HostService
-
-    @property
-    def peer_id(self) -> str:
-        return self.node.peer_id
-
-
-@dataclass
-class Net:
-    portal: BlockingPortal
+class Net(PortalNet):
     p2pd_path: str
     boot: DiscoveryManager
     boot_addr: str
-    hosts: dict[str, Host]
+    hosts: dict[str, RunningHost]
     gw_node: DiscoveryManager
     url: str
     auth_url: str  # the same node behind a second app that requires TOKEN
-
-    def run(self, body: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
-        async def guarded() -> T:
-            with anyio.fail_after(timeout):
-                return await body()
-
-        return self.portal.call(guarded)
 
     def node(self, **options: Any) -> DiscoveryManager:
         return make_node(self.p2pd_path, **options)
@@ -73,12 +54,26 @@ async def start_host(
     config: HostConfig,
     backend: EchoBackend,
     **options: Any,
-) -> Host:
+) -> RunningHost:
     node = make_node(p2pd_path, **options)
     service = HostService(node, config, backend)
     node.on_start(service.start)
     await stack.enter_async_context(node)
-    return Host(name, node, service)
+    return RunningHost(name, node, service)
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(
+    node: DiscoveryManager,
+    *,
+    settings: GatewaySettings | None = None,
+    host: HostService | None = None,
+    timeout: float = 30.0,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway app on ``node``, served on loopback, and an httpx client to it."""
+    app = create_app(node, settings=settings, host=host)
+    async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url, timeout=timeout) as c:
+        yield c
 
 
 async def wait_for_hosts(node: DiscoveryManager, peers: set[str], timeout: float = 20.0) -> None:

@@ -27,6 +27,7 @@ from tests.integration.gateway_net import (
     SLOW,
     TOKEN,
     Net,
+    gateway_client,
     running_network,
     start_host,
     wait_for_hosts,
@@ -331,10 +332,7 @@ def test_health_healthy_degraded_unhealthy(net: Net, http: httpx.Client) -> None
     async def body() -> None:
         lonely = net.node()  # no bootstrap: no connected peer
         async with lonely:
-            async with (
-                serve_gateway(create_app(lonely)) as url,
-                httpx.AsyncClient(base_url=url) as c,
-            ):
+            async with gateway_client(lonely) as c:
                 r = await c.get("/health")
                 assert r.status_code == 200 and r.json()["status"] == "degraded"
                 assert r.json()["issues"] == ["no connected peer"]
@@ -511,8 +509,7 @@ def test_metrics_of_a_hosting_node(net: Net) -> None:
     a = net.hosts["a"]
 
     async def body() -> str:
-        app = create_app(a.node, host=a.service)
-        async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with gateway_client(a.node, host=a.service) as client:
             return (await client.get("/metrics")).text
 
     text = net.run(body)
@@ -625,8 +622,7 @@ def test_concurrent_request_cap_is_503_gateway_busy(net: Net) -> None:
     slow = net.hosts["slow"]
 
     async def body() -> None:
-        app = create_app(net.gw_node, settings=GatewaySettings(max_concurrent=1))
-        async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as c:
+        async with gateway_client(net.gw_node, settings=GatewaySettings(max_concurrent=1)) as c:
             request = chat(
                 model=SLOW, stream=True, messages=[{"role": "user", "content": "w " * 50}]
             )
@@ -646,8 +642,7 @@ def test_job_timeout_is_504_before_and_an_error_event_after_the_first_token(net:
     slow = net.hosts["slow"]
 
     async def body() -> None:
-        app = create_app(net.gw_node, settings=GatewaySettings(job_timeout=0.5))
-        async with serve_gateway(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as c:
+        async with gateway_client(net.gw_node, settings=GatewaySettings(job_timeout=0.5)) as c:
             request = chat(model=SLOW, messages=[{"role": "user", "content": "w " * 20}])
             r = await c.post("/v1/chat/completions", json=request)
             assert r.status_code == 504 and error_of(r)["code"] == "host_timeout"
@@ -679,10 +674,9 @@ def test_a_streamed_request_that_fails_before_its_first_chunk_is_a_plain_error(
 
 def test_message_subscribers_get_keepalive_comments(net: Net) -> None:
     async def body() -> None:
-        app = create_app(net.gw_node, settings=GatewaySettings(keepalive=0.2))
+        settings = GatewaySettings(keepalive=0.2)
         async with (
-            serve_gateway(app) as url,
-            httpx.AsyncClient(base_url=url, timeout=10) as c,
+            gateway_client(net.gw_node, settings=settings, timeout=10) as c,
             c.stream("GET", "/v1/messages") as response,
         ):
             with anyio.fail_after(5):

@@ -5,10 +5,8 @@ of a job reaching an OpenAI-compatible server (PROTOCOL.md 3.1)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,9 +14,9 @@ import pytest
 from fabstir_sidecar import BackendError, FabstirClient, HostConfig, HostService, RetryConfig
 from fabstir_sidecar.host.backends import FabstirNodeBackend, OpenAIBackend
 from fabstir_sidecar.wire.messages import ChatMessage, JobRequest
+from tests.integration.fake_http import FakeServer, QuietHandler, serve_fake
 from tests.integration.helpers import make_node
-from tests.integration.test_openai_backend import FakeOpenAI, FakeServer
-from tests.integration.test_openai_backend import Handler as OpenAIHandler
+from tests.integration.test_openai_backend import FakeOpenAI, serve_openai
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -36,30 +34,10 @@ class FakeNode:
         return f"http://127.0.0.1:{self.port}"
 
 
-class NodeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeNode
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
-
-
-class NodeHandler(BaseHTTPRequestHandler):
+class NodeHandler(QuietHandler):
     """What fabstir-llm-node's HTTP API answers (the fields of HTTP_API.md section 3)."""
 
-    protocol_version = "HTTP/1.1"
-    server: NodeServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def send_json(self, status: int, payload: object) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    server: FakeServer[FakeNode]
 
     def do_POST(self) -> None:
         fake = self.server.fake
@@ -108,16 +86,8 @@ class NodeHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def node_server() -> Iterator[FakeNode]:
-    server = NodeServer(("127.0.0.1", 0), NodeHandler)
-    server.fake = FakeNode(port=server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server.fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_fake(NodeHandler, lambda port: FakeNode(port=port)) as fake:
+        yield fake
 
 
 def job(**fields: Any) -> JobRequest:
@@ -201,17 +171,8 @@ async def test_a_host_fronting_a_fabstir_node_over_p2p(
 
 @pytest.fixture
 def openai_server() -> Iterator[FakeOpenAI]:
-    server = FakeServer(("127.0.0.1", 0), OpenAIHandler)
-    server.fake = FakeOpenAI(port=server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server.fake
-    finally:
-        server.fake.stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_openai() as fake:
+        yield fake
 
 
 async def test_openai_backend_sends_the_jobs_chat_messages(openai_server: FakeOpenAI) -> None:

@@ -15,7 +15,6 @@ JSON, a stream cut short, more than ``max_response_bytes``) is one BackendError.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
@@ -24,18 +23,16 @@ import httpx
 
 from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
 from fabstir_sidecar.core.errors import ConfigError
+from fabstir_sidecar.host.backends.http_backend import HttpBackend
+from fabstir_sidecar.host.backends.http_response import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    snippet,
+)
 from fabstir_sidecar.wire.messages import JobRequest
 
 __all__ = ["DEFAULT_MAX_TOKENS", "FabstirNodeBackend"]
 
 DEFAULT_MAX_TOKENS: Final = 256  # the node requires max_tokens; a job may leave it out
-_MAX_RESPONSE: Final = 8 * 1024 * 1024
-_SNIPPET: Final = 200
-
-
-def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _SNIPPET else flat[: _SNIPPET - 3] + "..."
 
 
 def _count(value: object) -> int | None:
@@ -43,7 +40,7 @@ def _count(value: object) -> int | None:
     return value if ok else None  # type: ignore[return-value]
 
 
-class FabstirNodeBackend:
+class FabstirNodeBackend(HttpBackend):
     """Serve jobs with the fabstir-llm-node at ``base_url`` (e.g. ``http://127.0.0.1:8080``).
 
     ``timeout`` bounds a whole non-streamed request, and connecting plus each wait for the
@@ -57,25 +54,12 @@ class FabstirNodeBackend:
         timeout: float = 120.0,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         client: httpx.AsyncClient | None = None,
-        max_response_bytes: int = _MAX_RESPONSE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        base = base_url.strip().rstrip("/")
-        try:
-            url = httpx.URL(base + "/v1/inference")
-        except (httpx.InvalidURL, ValueError, TypeError) as exc:
-            raise ConfigError("base_url", base_url, str(exc)) from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError("base_url", base_url, "expected an http:// or https:// URL")
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ConfigError("timeout", timeout, "must be a positive number of seconds")
+        super().__init__(base_url, "/v1/inference", timeout, client, max_response_bytes)
         if default_max_tokens < 1:
             raise ConfigError("default_max_tokens", default_max_tokens, "must be >= 1")
-        self._url = url
-        self._timeout = timeout
         self._default_max_tokens = default_max_tokens
-        self._max_bytes = max_response_bytes
-        self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
 
     @property
     def name(self) -> str:
@@ -105,7 +89,7 @@ class FabstirNodeBackend:
     def _transport(self, exc: httpx.HTTPError) -> BackendError:
         if isinstance(exc, httpx.TimeoutException):
             return self._fail(f"timed out after {self._timeout:g}s")
-        return self._fail(f"{type(exc).__name__}: {_snippet(str(exc))}")
+        return self._fail(f"{type(exc).__name__}: {snippet(str(exc))}")
 
     async def _check(self, response: httpx.Response) -> None:
         if response.status_code < 400:
@@ -124,7 +108,7 @@ class FabstirNodeBackend:
             text = error if isinstance(error, str) and error else text
         except ValueError:
             pass
-        raise self._fail(f"HTTP {response.status_code}: {_snippet(text) or '(empty body)'}")
+        raise self._fail(f"HTTP {response.status_code}: {snippet(text) or '(empty body)'}")
 
     def _json(self, data: bytes | str, what: str) -> dict[str, Any]:
         try:
@@ -190,7 +174,7 @@ class FabstirNodeBackend:
                         break
                     event = self._json(value, "a stream event")
                     if "error" in event:
-                        raise self._fail(f"reported an error: {_snippet(str(event['error']))}")
+                        raise self._fail(f"reported an error: {snippet(str(event['error']))}")
                     content = event.get("content")
                     if content is not None and not isinstance(content, str):
                         raise self._fail("a stream event's 'content' is not a string")
@@ -207,10 +191,6 @@ class FabstirNodeBackend:
         if end is None:
             raise self._fail(f"the stream ended without a finish_reason after {pieces} token(s)")
         yield end
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
 
     def __repr__(self) -> str:
         return f"FabstirNodeBackend({self.url!r})"
