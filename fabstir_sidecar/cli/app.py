@@ -9,6 +9,8 @@ import typer
 from fabstir_sidecar.cli import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
 from fabstir_sidecar.core.logs import LogFormat, setup_logging
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 app = typer.Typer(
     name="fabstir-sidecar",
     help="libp2p networking for the Fabstir LLM marketplace, through a real p2pd daemon.",
@@ -41,8 +43,12 @@ def _global(
     ] = "logfmt",
 ) -> None:
     """Logs go to stderr (structured); stdout carries results and JSON-lines events."""
+    if log_level.strip().lower() not in LOG_LEVELS:
+        raise typer.BadParameter(
+            f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"
+        )
     fmt: LogFormat = "json" if log_format.lower() == "json" else "logfmt"
-    setup_logging(log_level, fmt)
+    setup_logging(log_level.strip(), fmt)
 
 
 def main() -> None:
