@@ -8,6 +8,8 @@ The only module that starts subprocesses (besides ``pip`` in binary.py). Rules i
 * readiness is a real control round trip (the caller's ``ready_check``), not a sleep;
 * stop = SIGTERM, then SIGKILL after a grace period, always under a shielded cancel scope so
   Ctrl-C or a crashing task cannot skip it; the control socket is removed afterwards;
+* go-libp2p's ``SO_REUSEPORT`` is off (``LIBP2P_TCP_REUSEPORT=false``), so a port another
+  process listens on is refused ("port already in use"), never silently shared;
 * on Linux the child gets ``PR_SET_PDEATHSIG`` (through util-linux ``setpriv``) so that even a
   SIGKILLed Python process does not leave an orphan daemon behind.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -83,6 +86,12 @@ def build_argv(spec: DaemonSpec) -> list[str]:
     return argv
 
 
+def daemon_environment() -> dict[str, str]:
+    """Our environment, with go-libp2p's TCP ``SO_REUSEPORT`` off: with it on, a second node
+    binds a port another already listens on and the two share its connections."""
+    return {**os.environ, "LIBP2P_TCP_REUSEPORT": "false"}
+
+
 def _death_signal_prefix() -> list[str]:
     """``setpriv --pdeathsig TERM --``: the kernel signals p2pd if our process dies."""
     if not sys.platform.startswith("linux"):
@@ -145,6 +154,7 @@ class DaemonProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not p2pd directly
+                env=daemon_environment(),
             )
         except OSError as exc:
             raise DaemonStartError(f"cannot execute {self.spec.binary}: {exc}") from exc
@@ -184,7 +194,11 @@ class DaemonProcess:
     async def _raise_exited(self) -> None:
         # _exited is set only after stderr reached EOF and the exit code was collected,
         # so the daemon's last words are already in failure_reason().
-        raise DaemonStartError(self.failure_reason(), returncode=self.returncode)
+        reason = self.failure_reason()
+        if "address already in use" in reason:
+            listen = ", ".join(self.spec.listen)
+            reason = f"port already in use ({listen}): {reason}"
+        raise DaemonStartError(reason, returncode=self.returncode)
 
     async def _pump_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
