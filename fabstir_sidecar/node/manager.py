@@ -59,6 +59,7 @@ class NodeState(enum.Enum):
     NEW = "new"
     STARTING = "starting"
     RUNNING = "running"
+    FAILED = "failed"  # started, but its daemon is gone for good (see daemon_failure)
     CLOSED = "closed"
 
 
@@ -104,7 +105,13 @@ class DiscoveryManager:
 
     @property
     def state(self) -> NodeState:
-        return self._state
+        failed = self._state is NodeState.RUNNING and self.daemon_failure is not None
+        return NodeState.FAILED if failed else self._state
+
+    @property
+    def daemon_failure(self) -> str | None:
+        """Why the daemon is gone for good (it kept dying, or restarting it failed), else None."""
+        return self._daemon.availability.failure if self._daemon else None
 
     def is_running(self) -> bool:
         """True while started and not stopped, and the daemon is currently usable."""
@@ -330,13 +337,9 @@ class DiscoveryManager:
 
     async def connect_to_peer(self, multiaddr: str) -> str:
         """Dial ``/ip4/.../tcp/N/p2p/<id>`` (any transport p2pd speaks); returns the peer ID."""
-        addr, peer_id = split_peer_multiaddr(multiaddr, name="multiaddr")
-        await self._require_control().connect(
-            peer_id, [addr], timeout=self._config.connection_timeout
-        )
+        self._require_control()
         assert self._upkeep is not None
-        self._upkeep.remember(peer_id, addr)
-        return peer_id
+        return await self._upkeep.connect_to(multiaddr)
 
     async def disconnect_peer(self, peer_id: str) -> None:
         await self._require_control().disconnect(peer_id)

@@ -70,7 +70,9 @@ def daemon_pid(node: DiscoveryManager) -> int:
     return daemon.pid
 
 
-def p2pd_child(pid: int, *, not_in: frozenset[int] | set[int] = frozenset(), timeout: float = 10.0) -> int:
+def p2pd_child(
+    pid: int, *, not_in: frozenset[int] | set[int] = frozenset(), timeout: float = 10.0
+) -> int:
     """The p2pd child of process ``pid`` (waiting for one that is not in ``not_in``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,17 +93,16 @@ async def test_node_that_gave_up_on_its_daemon_reports_it(p2pd_path: str) -> Non
             pid = daemon_pid(node)
             os.kill(pid, signal.SIGKILL)
             await eventually(
-                lambda pid=pid: node.daemon_failure is not None  # type: ignore[misc]
-                or (node.is_running() and daemon_pid(node) != pid),
+                lambda pid=pid: (
+                    node.daemon_failure is not None  # type: ignore[misc]
+                    or (node.is_running() and daemon_pid(node) != pid)
+                ),
                 timeout=15,
             )
         await eventually(lambda: node.daemon_failure is not None, timeout=15)
         assert not node.is_running()
         assert node.state is NodeState.FAILED
         assert "gave up after 5 restarts" in (node.daemon_failure or "")
-        with anyio.fail_after(1):
-            reason = await node.wait_daemon_failure()
-        assert reason == node.daemon_failure
 
 
 def test_cli_exits_non_zero_when_the_daemon_keeps_dying(p2pd_path: str) -> None:
@@ -219,8 +220,7 @@ async def test_client_reconnects_within_a_second_of_the_host_daemon_restart(
         back: list[float] = []
 
         async def watch_host() -> None:
-            while not (host_node.is_running() and daemon_pid(host_node) != old):
-                await anyio.sleep(0.005)
+            await eventually(lambda: host_node.is_running() and daemon_pid(host_node) != old)
             back.append(time.monotonic())
 
         ok_at: float | None = None
@@ -306,7 +306,7 @@ def test_signal_during_start_up_is_a_clean_stop(p2pd_path: str, signum: int, del
     time.sleep(delay)
     proc.send_signal(signum)
     try:
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
