@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -43,6 +42,7 @@ from fabstir_sidecar.discovery.service import Discovery
 from fabstir_sidecar.node.launch import launch_daemon
 from fabstir_sidecar.node.mdns_link import MdnsLink
 from fabstir_sidecar.node.sdk_messages import SdkMessages
+from fabstir_sidecar.node.state import NodeState
 from fabstir_sidecar.node.upkeep import BootstrapResult, ConnectionUpkeep
 from fabstir_sidecar.protocols.message import MessageHandler
 from fabstir_sidecar.protocols.status import HostStatus
@@ -53,14 +53,6 @@ from fabstir_sidecar.wire.messages import PeerInfo
 __all__ = ["BootstrapResult", "DiscoveryManager", "NodeState"]
 
 log = logging.getLogger(__name__)
-
-
-class NodeState(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    FAILED = "failed"  # started, but its daemon is gone for good (see daemon_failure)
-    CLOSED = "closed"
 
 
 class DiscoveryManager:
@@ -112,6 +104,11 @@ class DiscoveryManager:
     def daemon_failure(self) -> str | None:
         """Why the daemon is gone for good (it kept dying, or restarting it failed), else None."""
         return self._daemon.availability.failure if self._daemon else None
+
+    async def wait_daemon_failure(self) -> str:
+        """Wait until the daemon is gone for good (``state`` FAILED); returns why."""
+        assert self._daemon is not None, "the node is not started"
+        return await self._daemon.availability.wait_failed()
 
     def is_running(self) -> bool:
         """True while started and not stopped, and the daemon is currently usable."""

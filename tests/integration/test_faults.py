@@ -103,6 +103,8 @@ async def test_node_that_gave_up_on_its_daemon_reports_it(p2pd_path: str) -> Non
         assert not node.is_running()
         assert node.state is NodeState.FAILED
         assert "gave up after 5 restarts" in (node.daemon_failure or "")
+        with anyio.fail_after(1):
+            assert await node.wait_daemon_failure() == node.daemon_failure
 
 
 def test_cli_exits_non_zero_when_the_daemon_keeps_dying(p2pd_path: str) -> None:
@@ -118,8 +120,8 @@ def test_cli_exits_non_zero_when_the_daemon_keeps_dying(p2pd_path: str) -> None:
             except AssertionError:
                 break  # gave up: no new daemon
             seen.add(pid)
+            time.sleep(1.0)  # restarted and ready again (a restart takes about 0.3 s)
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
         code = running.proc.wait(15)
         errors = running.stderr.drain()
     finally:
