@@ -295,7 +295,7 @@ def test_impossible_identity_path_is_one_line_exit_2(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4])
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.8])
 def test_signal_during_start_up_is_a_clean_stop(p2pd_path: str, signum: int, delay: float) -> None:
     proc = subprocess.Popen(
         [cli_helpers.cli_path(), "host", "--model", "m1", "--json", "--no-dht"],
