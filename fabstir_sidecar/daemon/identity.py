@@ -75,6 +75,15 @@ def peer_id_from_key_file(path: Path) -> str:
     return _peer_id(public)
 
 
+def new_identity_key() -> tuple[bytes, str]:
+    """A new Ed25519 key, marshalled as p2pd's ``-id`` file holds it, and its peer id."""
+    seed: bytes = ECC.generate(curve="Ed25519").seed
+    public = _public_key(seed)
+    blob = crypto_pb2.PrivateKey(key_type=crypto_pb2.Ed25519, data=seed + public)
+    marshalled: bytes = blob.SerializeToString()
+    return marshalled, _peer_id(public)
+
+
 def generate_identity(path: Path) -> str:
     """Create a new key file at ``path`` (mode 0600) and return its peer id.
 
@@ -84,10 +93,7 @@ def generate_identity(path: Path) -> str:
     path = Path(path)
     if path.exists():
         raise ConfigError(_OPTION, str(path), "already exists; refusing to overwrite it")
-    key = ECC.generate(curve="Ed25519")
-    seed: bytes = key.seed
-    public = _public_key(seed)
-    blob = crypto_pb2.PrivateKey(key_type=crypto_pb2.Ed25519, data=seed + public)
+    blob, peer_id = new_identity_key()
 
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
@@ -100,7 +106,7 @@ def generate_identity(path: Path) -> str:
         raise ConfigError(_OPTION, str(path), f"cannot create it: {_why(exc)}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(blob.SerializeToString())
+            out.write(blob)
             out.flush()
             os.fsync(out.fileno())
         try:
@@ -118,7 +124,7 @@ def generate_identity(path: Path) -> str:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-    return _peer_id(public)
+    return peer_id
 
 
 def load_or_create_identity(path: Path) -> str:
