@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
 
 from fabstir_sidecar.cli import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
 from fabstir_sidecar.core.logs import LogFormat, setup_logging
-
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 app = typer.Typer(
     name="fabstir-sidecar",
@@ -43,9 +42,10 @@ def _global(
     ] = "logfmt",
 ) -> None:
     """Logs go to stderr (structured); stdout carries results and JSON-lines events."""
-    if log_level.strip().lower() not in LOG_LEVELS:
+    if log_level.strip().upper() not in logging.getLevelNamesMapping():
         raise typer.BadParameter(
-            f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"
+            f"{log_level!r} is not a log level (debug, info, warning, error, critical)",
+            param_hint="--log-level",
         )
     fmt: LogFormat = "json" if log_format.lower() == "json" else "logfmt"
     setup_logging(log_level.strip(), fmt)
