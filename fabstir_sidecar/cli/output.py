@@ -37,11 +37,17 @@ def say(text: str) -> None:
 
 
 @contextlib.contextmanager
-def nonblocking_stdout() -> Iterator[StdoutWriter]:
-    """While serving, stdout lines never block the event loop (see cli/events.py)."""
+def nonblocking_stdout() -> Iterator[StdoutWriter | None]:
+    """While serving, stdout lines never block the event loop (see cli/events.py). A stdout
+    without a file descriptor (a test runner's buffer) is written directly, as before."""
     global _writer
     sys.stdout.flush()
-    writer = StdoutWriter(sys.stdout.fileno())
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        yield None
+        return
+    writer = StdoutWriter(fd)
     _writer = writer
     try:
         yield writer
