@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -49,8 +50,13 @@ def _global(
     ] = "logfmt",
 ) -> None:
     """Logs go to stderr (structured); stdout carries results and JSON-lines events."""
+    if log_level.strip().upper() not in logging.getLevelNamesMapping():
+        raise typer.BadParameter(
+            f"{log_level!r} is not a log level (debug, info, warning, error, critical)",
+            param_hint="--log-level",
+        )
     fmt: LogFormat = "json" if log_format.lower() == "json" else "logfmt"
-    setup_logging(log_level, fmt)
+    setup_logging(log_level.strip(), fmt)
 
 
 def main() -> None:

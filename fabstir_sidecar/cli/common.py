@@ -109,6 +109,6 @@ def node_config(
         enable_dht=dht,
         dht_mode=dht_mode,
         max_connections=max_connections,
-        connection_timeout=seconds_from_millis(connection_timeout_ms),
+        connection_timeout=seconds_from_millis(connection_timeout_ms, "--connection-timeout"),
         **extra,
     )

@@ -27,6 +27,7 @@ from fabstir_sidecar.core.multiaddr import (
     check_listen_addr,
 )
 from fabstir_sidecar.core.validate import (
+    P2PD_INT_MAX,
     check_bool,
     check_int,
     check_list,
@@ -105,8 +106,12 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
             n("dht_mode"), values["dht_mode"], f"expected one of {', '.join(DHT_MODES)}"
         )
 
-    out["max_connections"] = check_int(values["max_connections"], n("max_connections"), minimum=1)
-    out["min_connections"] = check_int(values["min_connections"], n("min_connections"), minimum=0)
+    out["max_connections"] = check_int(
+        values["max_connections"], n("max_connections"), minimum=1, maximum=P2PD_INT_MAX
+    )
+    out["min_connections"] = check_int(
+        values["min_connections"], n("min_connections"), minimum=0, maximum=P2PD_INT_MAX
+    )
     if out["min_connections"] > out["max_connections"]:
         raise ConfigError(
             n("min_connections"),

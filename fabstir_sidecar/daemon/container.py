@@ -70,12 +70,17 @@ def container_listen(listen: tuple[str, ...]) -> tuple[str, ...]:
     )
 
 
+def _has_key(spec: DaemonSpec) -> bool:
+    return spec.identity_file is not None or spec.identity_key is not None
+
+
 def container_argv(spec: DaemonSpec) -> list[str]:
     """p2pd's arguments in the container (the image's entrypoint is the binary)."""
     inner = dataclasses.replace(
         spec,
         listen=container_listen(spec.listen),
-        identity_file=Path(KEY_PATH) if spec.identity_file is not None else None,
+        identity_file=Path(KEY_PATH) if _has_key(spec) else None,
+        identity_key=None,  # copied into the container at KEY_PATH instead
     )
     argv = build_argv(inner)[1:]
     argv[argv.index("-listen") + 1] = f"/ip4/0.0.0.0/tcp/{CONTROL_PORT}"
@@ -199,7 +204,11 @@ class ContainerDaemon:
 
         self._client = client = self._docker()
         self.remove_leftovers(client)
-        key = self.spec.identity_file.read_bytes() if self.spec.identity_file else None
+        key = (
+            self.spec.identity_file.read_bytes()
+            if self.spec.identity_file
+            else self.spec.identity_key
+        )
         name = f"fabstir-p2pd-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         labels = {LABEL: "p2pd", OWNER_LABEL: owner()}
         try:

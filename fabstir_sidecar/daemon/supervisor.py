@@ -42,6 +42,30 @@ class Availability:
     def __init__(self) -> None:
         self._reason: str | None = "p2pd is not started"
         self._permanent = False
+        self._failure: str | None = None
+        self._failed: anyio.Event | None = None  # made on first wait (needs an event loop)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the daemon is gone for good (kept dying, or could not be restarted); None
+        while it runs or is being restarted, and after a normal stop."""
+        return self._failure
+
+    def fail(self, reason: str) -> None:
+        """The daemon is gone and will not come back: the node cannot serve any more."""
+        self.down(reason, permanent=True)
+        if self._failure is None:
+            self._failure = reason
+            if self._failed is not None:
+                self._failed.set()
+
+    async def wait_failed(self) -> str:
+        """Wait until :meth:`fail` was called; returns its reason."""
+        if self._failure is None:
+            self._failed = self._failed or anyio.Event()
+            await self._failed.wait()
+        assert self._failure is not None
+        return self._failure
 
     @property
     def available(self) -> bool:
@@ -152,26 +176,27 @@ class SpawnedDaemon:
                 return
             died = f"p2pd (pid {proc.pid}) exited with code {returncode}: {proc.failure_reason()}"
             if not self._restart:
-                self.availability.down(f"{died}; restart is disabled", permanent=True)
+                self.availability.fail(f"{died}; restart is disabled")
+                log.error("p2pd died and restart is disabled", extra={"reason": died})
                 return
             now = time.monotonic()
             self._recent_restarts = [
                 t for t in self._recent_restarts if now - t < self._restart_window
             ]
             if len(self._recent_restarts) >= self._max_restarts:
-                self.availability.down(
+                reason = (
                     f"{died}; gave up after {self._max_restarts} restarts within "
-                    f"{self._restart_window:.0f}s",
-                    permanent=True,
+                    f"{self._restart_window:.0f}s"
                 )
-                log.error("p2pd keeps dying, not restarting it again")
+                self.availability.fail(reason)
+                log.error("p2pd keeps dying, not restarting it again", extra={"reason": reason})
                 return
             self._recent_restarts.append(now)
             self.availability.down(f"{died}; restarting it")
             try:
                 self._proc = await self._respawn()
             except DaemonStartError as exc:
-                self.availability.down(f"{died}; restart failed: {exc.reason}", permanent=True)
+                self.availability.fail(f"{died}; restart failed: {exc.reason}")
                 log.error("p2pd could not be restarted", extra={"error": str(exc)})
                 return
             self.restarts += 1

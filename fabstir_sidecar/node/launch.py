@@ -9,7 +9,7 @@ from pathlib import Path
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.binary import find_p2pd
 from fabstir_sidecar.daemon.handlers import handler_addr_for
-from fabstir_sidecar.daemon.identity import load_or_create_identity
+from fabstir_sidecar.daemon.identity import load_or_create_identity, new_identity_key
 from fabstir_sidecar.daemon.process import DaemonSpec
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
 from fabstir_sidecar.daemon.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
@@ -23,8 +23,8 @@ def launch_daemon(
     """The daemon for ``cfg`` (not started yet) and its control multiaddr.
 
     With ``control_addr`` set the node attaches to that daemon; otherwise it spawns p2pd with
-    its control socket in the node's private runtime directory, and an identity key there
-    too unless ``identity_file`` names a persistent one.
+    its control socket in the node's private runtime directory, and an ephemeral identity
+    key (in memory only) unless ``identity_file`` names a persistent one.
     """
     if cfg.control_addr is not None:
         attached = AttachedDaemon(
@@ -32,15 +32,18 @@ def launch_daemon(
         )
         return attached, cfg.control_addr
     control_socket = runtime.file("p2pd.sock")
-    identity = Path(cfg.identity_file or runtime.file("identity.key"))
-    load_or_create_identity(identity)
+    if cfg.identity_file is not None:
+        load_or_create_identity(cfg.identity_file)
+    # Without a persistent identity: an ephemeral key, never written to disk (daemon/process).
+    key = None if cfg.identity_file is not None else new_identity_key()[0]
     spec = DaemonSpec(
         # A container brings its own p2pd: no host binary is looked up for it.
         binary=find_p2pd(cfg.p2pd_path) if cfg.daemon == "process" else Path("p2pd"),
         control_socket=control_socket,
         listen=cfg.listen,
         announce=cfg.announce,
-        identity_file=identity,
+        identity_file=cfg.identity_file,
+        identity_key=key,
         enable_dht=cfg.enable_dht,
         dht_mode=cfg.dht_mode,
         conn_low=cfg.min_connections,

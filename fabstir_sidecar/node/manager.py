@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -43,6 +42,7 @@ from fabstir_sidecar.discovery.service import Discovery
 from fabstir_sidecar.node.launch import handler_address, launch_daemon
 from fabstir_sidecar.node.mdns_link import MdnsLink
 from fabstir_sidecar.node.sdk_messages import SdkMessages
+from fabstir_sidecar.node.state import NodeState
 from fabstir_sidecar.node.upkeep import BootstrapResult, ConnectionUpkeep
 from fabstir_sidecar.protocols.message import MessageHandler
 from fabstir_sidecar.protocols.status import HostStatus
@@ -53,13 +53,6 @@ from fabstir_sidecar.wire.messages import PeerInfo
 __all__ = ["BootstrapResult", "DiscoveryManager", "NodeState"]
 
 log = logging.getLogger(__name__)
-
-
-class NodeState(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    CLOSED = "closed"
 
 
 class DiscoveryManager:
@@ -104,7 +97,18 @@ class DiscoveryManager:
 
     @property
     def state(self) -> NodeState:
-        return self._state
+        failed = self._state is NodeState.RUNNING and self.daemon_failure is not None
+        return NodeState.FAILED if failed else self._state
+
+    @property
+    def daemon_failure(self) -> str | None:
+        """Why the daemon is gone for good (it kept dying, or restarting it failed), else None."""
+        return self._daemon.availability.failure if self._daemon else None
+
+    async def wait_daemon_failure(self) -> str:
+        """Wait until the daemon is gone for good (``state`` FAILED); returns why."""
+        assert self._daemon is not None, "the node is not started"
+        return await self._daemon.availability.wait_failed()
 
     def is_running(self) -> bool:
         """True while started and not stopped, and the daemon is currently usable."""
@@ -325,13 +329,9 @@ class DiscoveryManager:
 
     async def connect_to_peer(self, multiaddr: str) -> str:
         """Dial ``/ip4/.../tcp/N/p2p/<id>`` (any transport p2pd speaks); returns the peer ID."""
-        addr, peer_id = split_peer_multiaddr(multiaddr, name="multiaddr")
-        await self._require_control().connect(
-            peer_id, [addr], timeout=self._config.connection_timeout
-        )
+        self._require_control()
         assert self._upkeep is not None
-        self._upkeep.remember(peer_id, addr)
-        return peer_id
+        return await self._upkeep.connect_to(multiaddr)
 
     async def disconnect_peer(self, peer_id: str) -> None:
         await self._require_control().disconnect(peer_id)
