@@ -5,15 +5,13 @@ connection and per open stream (/proc/<pid>/fd)."""
 from __future__ import annotations
 
 import contextlib
-import time
-from typing import Any
 
 import anyio
 
 from fabstir_sidecar.node.manager import DiscoveryManager
 
 from . import refs
-from .common import Batch, Ctx, host_process, interleaved, raw_p2pd
+from .common import Batch, Ctx, cold_start, host_process, interleaved, raw_p2pd
 from .procs import fd_count, progress, rss_kib
 from .stats import Figure, Row, Target
 
@@ -32,25 +30,13 @@ async def run(ctx: Ctx) -> None:
 async def _startup(ctx: Ctx) -> None:
     rounds = ctx.pick(2, 10)
 
-    def cold_start(**options: Any) -> Batch:
-        async def start(_: int) -> list[float]:
-            node = ctx.node(**options)
-            t0 = time.perf_counter()
-            await node.create_node()
-            elapsed = (time.perf_counter() - t0) * 1000
-            ctx.track(node)
-            await node.stop()
-            return [elapsed]
-
-        return start
-
     async def raw(_: int) -> list[float]:
         async with raw_p2pd(ctx) as daemon:
             return [daemon.ready_ms]
 
     batches: dict[str, Batch] = {
-        "ours": cold_start(),
-        "ours_dht": cold_start(enable_dht=True, dht_mode="server"),
+        "ours": cold_start(ctx),
+        "ours_dht": cold_start(ctx, enable_dht=True, dht_mode="server"),
         "raw": raw,
     }
     progress(f"cost: {rounds} cold starts per method")

@@ -8,7 +8,7 @@ import time
 
 from fabstir_sidecar.testing import HostSpec, NetworkFactory
 
-from .common import Batch, Ctx, interleaved
+from .common import Batch, Ctx, cold_start, interleaved
 from .procs import progress
 from .stats import Figure, Row, Target
 
@@ -30,16 +30,7 @@ async def run(ctx: Ctx) -> None:
             stops.append((time.perf_counter() - t1) * 1000)
         return [ready]
 
-    async def one_node(_: int) -> list[float]:
-        node = ctx.node()
-        t0 = time.perf_counter()
-        await node.create_node()
-        elapsed = (time.perf_counter() - t0) * 1000
-        ctx.track(node)
-        await node.stop()
-        return [elapsed]
-
-    batches: dict[str, Batch] = {"network": network, "node": one_node}
+    batches: dict[str, Batch] = {"network": network, "node": cold_start(ctx)}
     progress(f"network_start: {rounds} starts of 1 bootstrap + {HOSTS} hosts, and of one node")
     samples = await interleaved(batches, rounds=rounds, per_round=1, warmup=1)
     node = Figure.of(samples["node"], "ms")

@@ -46,7 +46,8 @@ from tenacity import wait_exponential_jitter as backoff
 from fabstir_sidecar.core.errors import DaemonStartError, DaemonUnavailableError, FabstirError
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.process import DaemonSpec, build_argv
-from fabstir_sidecar.daemon.supervisor import Availability, OnRestarted
+from fabstir_sidecar.daemon.runtime_dir import pid_alive
+from fabstir_sidecar.daemon.supervisor import Availability, OnRestarted, RestartBudget
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,6 @@ def is_leftover(labels: Mapping[str, str], *, host: str, alive: Callable[[int], 
     return owner_host == host and pid.isdigit() and not alive(int(pid))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _key_archive(key: bytes) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -149,9 +140,7 @@ class ContainerDaemon:
         self._stop_grace = stop_grace
         self._restart = restart
         self._on_restarted = on_restarted
-        self._max_restarts = max_restarts
-        self._restart_window = restart_window
-        self._recent_restarts: list[float] = []
+        self._budget = RestartBudget(max_restarts, restart_window)
         self._host_port = _free_loopback_port()
         self.control_addr = f"/ip4/127.0.0.1/tcp/{self._host_port}"
         self.handler_addr: str | None = None
@@ -285,13 +274,13 @@ class ContainerDaemon:
         host = socket.gethostname()
         ours = {"label": f"{LABEL}=p2pd"}
         for container in client.containers.list(all=True, filters=ours):
-            if is_leftover(container.labels, host=host, alive=_pid_alive):
+            if is_leftover(container.labels, host=host, alive=pid_alive):
                 with contextlib.suppress(Exception):
                     container.remove(force=True, v=True)
                     removed += 1
                     log.warning("removed a leftover p2pd container", extra={"id": container.id})
         for network in client.networks.list(filters=ours):
-            if is_leftover(network.attrs.get("Labels") or {}, host=host, alive=_pid_alive):
+            if is_leftover(network.attrs.get("Labels") or {}, host=host, alive=pid_alive):
                 with contextlib.suppress(Exception):
                     network.remove()
                     removed += 1
@@ -326,25 +315,18 @@ class ContainerDaemon:
                 return
             died = f"p2pd container exited with code {code}: {await _thread(self._logs_tail)}"
             if not self._restart:
-                self.availability.down(f"{died}; restart is disabled", permanent=True)
+                self.availability.fail(f"{died}; restart is disabled")
                 return
-            now = time.monotonic()
-            self._recent_restarts = [
-                t for t in self._recent_restarts if now - t < self._restart_window
-            ]
-            if len(self._recent_restarts) >= self._max_restarts:
-                self.availability.down(
-                    f"{died}; gave up after {self._max_restarts} restarts within "
-                    f"{self._restart_window:.0f}s",
-                    permanent=True,
-                )
+            reason = self._budget.spend(died)
+            if reason is not None:
+                self.availability.fail(reason)
+                log.error("p2pd keeps dying, not restarting it again", extra={"reason": reason})
                 return
-            self._recent_restarts.append(now)
             self.availability.down(f"{died}; restarting it")
             try:
                 await self._restart_container()
             except DaemonStartError as exc:
-                self.availability.down(f"{died}; restart failed: {exc.reason}", permanent=True)
+                self.availability.fail(f"{died}; restart failed: {exc.reason}")
                 return
             self.restarts += 1
             self.availability.up()

@@ -121,6 +121,25 @@ def _shape(addr: str) -> str | None:
     return "/".join(parts)
 
 
+class RestartBudget:
+    """At most ``max_restarts`` restarts within ``window`` seconds: a daemon that keeps dying
+    is not restarted forever."""
+
+    def __init__(self, max_restarts: int = 5, window: float = 60.0) -> None:
+        self.max_restarts = max_restarts
+        self.window = window
+        self._recent: list[float] = []
+
+    def spend(self, died: str) -> str | None:
+        """Record one more restart; instead the give-up reason when the budget is spent."""
+        now = time.monotonic()
+        self._recent = [t for t in self._recent if now - t < self.window]
+        if len(self._recent) >= self.max_restarts:
+            return f"{died}; gave up after {self.max_restarts} restarts within {self.window:.0f}s"
+        self._recent.append(now)
+        return None
+
+
 class SpawnedDaemon:
     def __init__(
         self,
@@ -140,9 +159,7 @@ class SpawnedDaemon:
         self._stop_grace = stop_grace
         self._restart = restart
         self._on_restarted = on_restarted
-        self._max_restarts = max_restarts
-        self._restart_window = restart_window
-        self._recent_restarts: list[float] = []
+        self._budget = RestartBudget(max_restarts, restart_window)
         self._probe = DaemonControl(f"/unix{spec.control_socket}", request_timeout=2.0)
         self._proc: DaemonProcess | None = None
         self._restart_spec = spec
@@ -179,19 +196,11 @@ class SpawnedDaemon:
                 self.availability.fail(f"{died}; restart is disabled")
                 log.error("p2pd died and restart is disabled", extra={"reason": died})
                 return
-            now = time.monotonic()
-            self._recent_restarts = [
-                t for t in self._recent_restarts if now - t < self._restart_window
-            ]
-            if len(self._recent_restarts) >= self._max_restarts:
-                reason = (
-                    f"{died}; gave up after {self._max_restarts} restarts within "
-                    f"{self._restart_window:.0f}s"
-                )
+            reason = self._budget.spend(died)
+            if reason is not None:
                 self.availability.fail(reason)
                 log.error("p2pd keeps dying, not restarting it again", extra={"reason": reason})
                 return
-            self._recent_restarts.append(now)
             self.availability.down(f"{died}; restarting it")
             try:
                 self._proc = await self._respawn()

@@ -135,10 +135,9 @@ def test_cli_exits_non_zero_when_the_daemon_keeps_dying(p2pd_path: str) -> None:
 # ------------------------------------------------------ 2. stdout nobody reads
 
 
-@pytest.fixture
-def json_host(p2pd_path: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
-    """A ``host --json`` whose stdout pipe holds 4 KiB and is read up to the ready line."""
-    proc = subprocess.Popen(
+def spawn_json_host(p2pd_path: str) -> subprocess.Popen[str]:
+    """``fabstir-sidecar host --json`` (no DHT), all three standard streams piped."""
+    return subprocess.Popen(
         [cli_helpers.cli_path(), "host", "--model", "m1", "--json", "--no-dht"],
         env=cli_env(p2pd_path),
         stdin=subprocess.DEVNULL,
@@ -146,6 +145,12 @@ def json_host(p2pd_path: str) -> Iterator[tuple[subprocess.Popen[str], dict[str,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.fixture
+def json_host(p2pd_path: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """A ``host --json`` whose stdout pipe holds 4 KiB and is read up to the ready line."""
+    proc = spawn_json_host(p2pd_path)
     assert proc.stdout is not None and proc.stderr is not None
     fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, 4096)
     errors = cli_helpers.Lines(proc.stderr)
@@ -321,14 +326,7 @@ def test_signal_during_start_up_is_a_clean_stop(
     imported (about 0.5 s), or ``when`` seconds after the spawn (the node starting). A
     signal before the interpreter ran the entry point (its own start-up, 60-170 ms here)
     still gets Python's default handling."""
-    proc = subprocess.Popen(
-        [cli_helpers.cli_path(), "host", "--model", "m1", "--json", "--no-dht"],
-        env=cli_env(p2pd_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_json_host(p2pd_path)
     if isinstance(when, float):
         time.sleep(when)
     else:

@@ -108,23 +108,24 @@ def test_down_then_up_recovers() -> None:
     availability.check()
 
 
-def test_permanent_down_cannot_come_back() -> None:
+@pytest.mark.parametrize(
+    ("downs", "reason"),
+    [
+        pytest.param([("restart is disabled", True)], "restart is disabled", id="permanent"),
+        # A later reason that is not permanent itself: the state already is.
+        pytest.param(
+            [("gave up", True), ("node is stopping", False)], "node is stopping", id="sticks"
+        ),
+    ],
+)
+def test_permanent_down_cannot_come_back(downs: list[tuple[str, bool]], reason: str) -> None:
     availability = Availability()
     availability.up()
-    availability.down("restart is disabled", permanent=True)
+    for text, permanent in downs:
+        availability.down(text, permanent=permanent)
     availability.up()
     assert not availability.available
-    with pytest.raises(DaemonUnavailableError, match="restart is disabled"):
-        availability.check()
-
-
-def test_permanent_sticks_across_later_reasons() -> None:
-    availability = Availability()
-    availability.down("gave up", permanent=True)
-    availability.down("node is stopping")  # not permanent itself, but it already is
-    availability.up()
-    assert not availability.available
-    with pytest.raises(DaemonUnavailableError, match="node is stopping"):
+    with pytest.raises(DaemonUnavailableError, match=reason):
         availability.check()
 
 
