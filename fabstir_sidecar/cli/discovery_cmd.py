@@ -30,8 +30,15 @@ def bootstrap(
     json_out: opt.JsonOpt = False,
     p2pd: opt.P2pdOpt = None,
     max_connections: opt.BootstrapMaxConnOpt = None,
+    relay_service: opt.RelayServiceOpt = None,
+    autonat: opt.AutonatOpt = None,
+    hole_punching: opt.HolePunchOpt = None,
+    force_reachability: opt.ReachabilityOpt = None,
+    metrics_addr: opt.MetricsAddrOpt = None,
 ) -> None:
-    """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line)."""
+    """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line).
+
+    It relays circuits for hosts behind NAT unless ``--no-relay-service`` (docs/nat.md)."""
     with failures_reported():
         cfg = opt.node_config(
             "bootstrap",
@@ -40,6 +47,13 @@ def bootstrap(
             p2pd=p2pd,
             announce=announce,
             max_connections=max_connections,
+            **opt.nat_options(
+                relay_service=relay_service,
+                autonat=autonat,
+                hole_punching=hole_punching,
+                force_reachability=force_reachability,
+                metrics_addr=metrics_addr,
+            ),
         )
         serve_until_signal(
             lambda: DiscoveryManager(cfg),

@@ -25,6 +25,12 @@ from fabstir_sidecar.core.multiaddr import (
     check_control_addr,
     check_listen_addr,
 )
+from fabstir_sidecar.core.nat_options import (
+    NAT_ENV_FIELDS,
+    NAT_ENV_VARS,
+    ForcedReachability,
+    check_nat_options,
+)
 from fabstir_sidecar.core.validate import (
     check_bool,
     check_int,
@@ -66,6 +72,7 @@ ENV_VARS: Final[dict[str, str]] = {
     "P2P_DATA_DIR": "directory for the node's state (peer cache); unset: nothing persisted",
     "P2P_DAEMON_ADDR": "attach to a running p2pd at this control multiaddr (/unix/... or "
     "/ip4/.../tcp/...) instead of starting one",
+    **NAT_ENV_VARS,
 }
 
 
@@ -155,6 +162,7 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["control_addr"] = (
         None if control is None else check_control_addr(control, name=n("control_addr"))
     )
+    out.update(check_nat_options(values, n))
     return out
 
 
@@ -180,6 +188,7 @@ _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str, str], Any]]]] = {
     "P2P_IDENTITY_FILE": ("identity_file", env_path),
     "P2P_DAEMON_ADDR": ("control_addr", env_str),
     "P2P_DATA_DIR": ("data_dir", env_path),
+    **NAT_ENV_FIELDS,
 }
 
 
@@ -224,6 +233,24 @@ class NodeConfig:
     """Seconds between mDNS queries (RFC 6762 allows no less than 1)."""
     provide_interval: float = 3600.0
     """Seconds between DHT re-provides of a host's model records (docs/protocol.md §8)."""
+    # NAT traversal (docs/nat.md; checked in core/nat_options.py).
+    relay_service: bool = False
+    """Relay circuits for other peers. p2pd's own default is on for every node; the project
+    turns it on for bootstrap nodes only (the bootstrap role preset)."""
+    relay_client: bool = False
+    """Reserve slots on ``relays`` and advertise /p2p-circuit addresses when unreachable."""
+    relays: tuple[str, ...] = ()
+    """Relays the relay client uses; empty: the bootstrap nodes."""
+    enable_autonat: bool = False
+    """Answer other peers' AutoNAT probes (the AutoNAT client is always on)."""
+    enable_hole_punching: bool = False
+    """DCUtR: upgrade relayed connections to direct ones (p2pd ties it to ``-autonat``)."""
+    enable_nat_portmap: bool = False
+    """Ask the router for a port mapping (UPnP-IGD / NAT-PMP)."""
+    force_reachability: ForcedReachability = "auto"
+    """``auto``: AutoNAT decides; ``public``/``private``: labs, containers, known setups."""
+    metrics_addr: str | None = None
+    """p2pd's Prometheus endpoint (host:port); None: a loopback port when a NAT feature is on."""
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

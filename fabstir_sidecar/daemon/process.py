@@ -50,6 +50,16 @@ class DaemonSpec:
     dht_mode: DhtMode = "auto"
     conn_low: int = 0
     conn_high: int = 10
+    # NAT traversal (docs/nat.md). p2pd's defaults: relay service on, everything else off.
+    relay_service: bool = True
+    relay_client: bool = False
+    relays: tuple[str, ...] = ()
+    """Trusted relays of the relay client; empty: the bootstrap peers."""
+    autonat_service: bool = False
+    """``-autonat``: the AutoNAT service and DCUtR hole punching (one flag in p2pd)."""
+    nat_portmap: bool = False
+    force_reachability: Literal["auto", "public", "private"] = "auto"
+    metrics_addr: str | None = None
     extra_args: tuple[str, ...] = ()
 
     def with_listen(self, listen: tuple[str, ...]) -> DaemonSpec:
@@ -79,8 +89,32 @@ def build_argv(spec: DaemonSpec) -> list[str]:
         argv += ["-id", str(spec.identity_file)]
     if spec.enable_dht:
         argv.append({"auto": "-dht", "server": "-dhtServer", "client": "-dhtClient"}[spec.dht_mode])
+    argv += _nat_args(spec)
     argv += list(spec.extra_args)
     return argv
+
+
+def _nat_args(spec: DaemonSpec) -> list[str]:
+    """Relay, AutoNAT, hole punching, port mapping, reachability and metrics flags.
+
+    ``-relayService=false`` is the only way to stop p2pd relaying for others (``-relay=false``
+    has no effect on it); ``-autoRelay`` needs a DHT flag, which NodeConfig checks.
+    """
+    args = [] if spec.relay_service else ["-relayService=false"]
+    if spec.relay_client:
+        args.append("-autoRelay")
+        relays = spec.relays or spec.bootstrap
+        if relays:
+            args += ["-trustedRelays", ",".join(relays)]
+    if spec.autonat_service:
+        args.append("-autonat")
+    if spec.nat_portmap:
+        args.append("-natPortMap")
+    if spec.force_reachability != "auto":
+        args.append(f"-forceReachability{spec.force_reachability.capitalize()}")
+    if spec.metrics_addr is not None:
+        args += ["-metricsAddr", spec.metrics_addr]
+    return args
 
 
 def _death_signal_prefix() -> list[str]:

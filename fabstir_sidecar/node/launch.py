@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,7 +13,21 @@ from fabstir_sidecar.daemon.process import DaemonSpec
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
 from fabstir_sidecar.daemon.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
 
-__all__ = ["launch_daemon"]
+__all__ = ["launch_daemon", "metrics_addr"]
+
+
+def metrics_addr(cfg: NodeConfig) -> str | None:
+    """Where p2pd serves its metrics: ``cfg.metrics_addr``, else a free loopback port when a
+    NAT feature is on (the node reads its reachability there), else nowhere."""
+    if cfg.metrics_addr is not None:
+        return cfg.metrics_addr
+    if not (
+        cfg.relay_client or cfg.enable_autonat or cfg.enable_hole_punching or cfg.enable_nat_portmap
+    ):
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def launch_daemon(
@@ -39,6 +54,13 @@ def launch_daemon(
         dht_mode=cfg.dht_mode,
         conn_low=cfg.min_connections,
         conn_high=cfg.max_connections,
+        relay_service=cfg.relay_service,
+        relay_client=cfg.relay_client,
+        relays=cfg.relays,
+        autonat_service=cfg.enable_autonat or cfg.enable_hole_punching,
+        nat_portmap=cfg.enable_nat_portmap,
+        force_reachability=cfg.force_reachability,
+        metrics_addr=metrics_addr(cfg),
     )
     daemon = SpawnedDaemon(
         spec,
