@@ -258,6 +258,11 @@ class NodeConfig:
             object.__setattr__(self, key, value)
 
     @property
+    def relay_addrs(self) -> tuple[str, ...]:
+        """The relays this node reserves on and dials through: ``relays``, else bootstrap."""
+        return self.relays or self.bootstrap
+
+    @property
     def message_protocol(self) -> str:
         """Protocol id of the Fabstir message protocol, e.g. ``/fabstir-llm/1.0.0/message``."""
         return self.protocol_prefix + "/message"

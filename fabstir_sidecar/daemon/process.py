@@ -98,14 +98,17 @@ def _nat_args(spec: DaemonSpec) -> list[str]:
     """Relay, AutoNAT, hole punching, port mapping, reachability and metrics flags.
 
     ``-relayService=false`` is the only way to stop p2pd relaying for others (``-relay=false``
-    has no effect on it); ``-autoRelay`` needs a DHT flag, which NodeConfig checks.
+    has no effect on it); ``-autoRelay`` needs a DHT flag, which NodeConfig checks. With
+    ``-relayDiscovery`` on (p2pd's default) go-libp2p waits for 4 relay candidates or 3
+    minutes before its first reservation; off, the trusted relays are static relays and the
+    reservation is made within a second (measured, docs/nat.md).
     """
     args = [] if spec.relay_service else ["-relayService=false"]
     if spec.relay_client:
         args.append("-autoRelay")
         relays = spec.relays or spec.bootstrap
         if relays:
-            args += ["-trustedRelays", ",".join(relays)]
+            args += ["-trustedRelays", ",".join(relays), "-relayDiscovery=false"]
     if spec.autonat_service:
         args.append("-autonat")
     if spec.nat_portmap:

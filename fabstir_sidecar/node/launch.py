@@ -56,7 +56,7 @@ def launch_daemon(
         conn_high=cfg.max_connections,
         relay_service=cfg.relay_service,
         relay_client=cfg.relay_client,
-        relays=cfg.relays,
+        relays=cfg.relay_addrs,  # the bootstrap nodes unless relays are given
         autonat_service=cfg.enable_autonat or cfg.enable_hole_punching,
         nat_portmap=cfg.enable_nat_portmap,
         force_reachability=cfg.force_reachability,

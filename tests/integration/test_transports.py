@@ -52,7 +52,7 @@ async def test_streamed_job_over_transport(p2pd_path: str, transport: str) -> No
 async def test_mixed_listen_set_each_transport_dialed(p2pd_path: str) -> None:
     """A host listening on TCP, QUIC and WebSocket at once: a client that knows only the
     QUIC address gets there over QUIC, one with only the WebSocket address over WebSocket."""
-    listen = list(TRANSPORTS.values())[:2] + ["/ip4/127.0.0.1/tcp/0"]
+    listen = [TRANSPORTS["quic-v1"], TRANSPORTS["ws"], "/ip4/127.0.0.1/tcp/0"]
     with anyio.fail_after(30):
         async with make_node(p2pd_path, listen=listen) as host_node:
             service = HostService(host_node, HostConfig(models=(MODEL,)), EchoBackend())

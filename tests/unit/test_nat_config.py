@@ -123,9 +123,11 @@ def test_relay_client_defaults_to_bootstrap_peers_as_relays() -> None:
     argv = argv_of(relay_client=True, bootstrap=(R1,))
     assert "-autoRelay" in argv
     assert argv[argv.index("-trustedRelays") + 1] == R1
+    assert "-relayDiscovery=false" in argv  # static relays: reserve at once
     argv = argv_of(relay_client=True, bootstrap=(R1,), relays=(R2,))
     assert argv[argv.index("-trustedRelays") + 1] == R2
-    assert "-trustedRelays" not in argv_of(relay_client=True)
+    argv = argv_of(relay_client=True)
+    assert "-trustedRelays" not in argv and "-relayDiscovery=false" not in argv
 
 
 @pytest.mark.parametrize(
@@ -169,6 +171,8 @@ def test_launch_maps_config_to_spec() -> None:
         argv = build_argv(spec)
         assert {"-autoRelay", "-autonat", "-natPortMap", "-relayService=false"} <= set(argv)
         assert "-dht" in argv  # -autoRelay needs a DHT mode flag
+        # bootstrapping is done from Python (-bootstrapPeers ""), so the relays are explicit
+        assert argv[argv.index("-trustedRelays") + 1] == R1
     finally:
         runtime.close()
 
