@@ -319,6 +319,12 @@ class DiscoveryManager:
         return self._daemon.pid if isinstance(self._daemon, SpawnedDaemon) else None
 
     @property
+    def metrics_addr(self) -> str | None:
+        """host:port of the spawned p2pd's metrics endpoint (node/reachability.py reads it)."""
+        spawned = self._daemon if isinstance(self._daemon, SpawnedDaemon) else None
+        return spawned.spec.metrics_addr if spawned else self._config.metrics_addr
+
+    @property
     def restarts(self) -> int:
         """How many times the daemon was restarted (or came back, when attached)."""
         return self._daemon.restarts if self._daemon else 0
