@@ -30,8 +30,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+
+import anyio
 
 PREFIX = "fabnat"
 
@@ -188,3 +190,19 @@ def nat_lab(
         remaining = [ns for ns in created if ns in listed_namespaces()]
         assert not remaining, f"namespaces not deleted: {remaining}"
         assert not leftovers, f"processes were left in the lab's namespaces: {leftovers}"
+
+
+def metrics_fetcher(lab: NatLab, role: str) -> Callable[[str], Awaitable[str]]:
+    """A ``fetch`` for :func:`~fabstir_sidecar.node.reachability.reachability_of` that reads
+    the metrics of a p2pd running in ``role``'s namespace (its loopback is not ours)."""
+
+    async def fetch(addr: str) -> str:
+        result = await anyio.run_process(
+            ["ip", "netns", "exec", lab.ns[role], "curl", "-sf", f"http://{addr}/metrics"],
+            check=False,
+        )
+        if result.returncode != 0:
+            raise OSError(f"metrics of {role} at {addr}: curl exit {result.returncode}")
+        return result.stdout.decode()
+
+    return fetch

@@ -17,8 +17,9 @@ from fabstir_sidecar.discovery.matching import HostCriteria
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.node.reachability import reachability_of
 from fabstir_sidecar.tools.roles import role_config
-from tests.netns.nat_lab import NatLab, can_make_namespaces, nat_lab
+from tests.netns.nat_lab import NatLab, can_make_namespaces, metrics_fetcher, nat_lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.anyio]
 
@@ -75,15 +76,25 @@ async def test_natted_host_found_via_bootstrap_and_job_streams_over_circuit(
             service = HostService(host, HostConfig(models=(MODEL,)), EchoBackend())
             host.on_start(service.start)
             async with host:
-                # the host's direct address is not reachable from the public segment
+                started = time.monotonic()
+                fetch = metrics_fetcher(lab, "h1")
+                found = await reachability_of(host, fetch=fetch)
+                while found.reservations == 0:
+                    await anyio.sleep(0.1)
+                    found = await reachability_of(host, fetch=fetch)
+                reserved_s = time.monotonic() - started
+                assert (found.status, found.source) == ("private", "forced")
+                assert found.relayed_addrs == (f"{boot_addr}/p2p-circuit/p2p/{host.peer_id}",)
+                # its direct address is not reachable from the public segment: the status
+                # record carries the circuit address as well
                 record = await service.status_record()
                 circuits = [a for a in record.addrs if is_circuit(a)]
                 assert circuits == [f"{boot_addr}/p2p-circuit/p2p/{host.peer_id}"]
 
                 async with node(lab, "c", "client", bootstrap=(boot_addr,)) as client_node:
                     started = time.monotonic()
-                    found = await client_node.find_host(HostCriteria(required_models=(MODEL,)))
-                    assert found.host.peer_id == host.peer_id
+                    match = await client_node.find_host(HostCriteria(required_models=(MODEL,)))
+                    assert match.host.peer_id == host.peer_id
                     found_s = time.monotonic() - started
                     peers = {
                         str(p.peer_id): p.addrs for p in await client_node.control.list_peers()
@@ -94,4 +105,5 @@ async def test_natted_host_found_via_bootstrap_and_job_streams_over_circuit(
                     stream = client.stream_job(str(host.peer_id), MODEL, "through the relay")
                     tokens = [t async for t in stream]
                     assert "".join(tokens) == "echo: through the relay"
-                    print(f"found in {found_s:.2f}s, job done {time.monotonic() - started:.2f}s")
+                    done_s = time.monotonic() - started
+                    print(f"reserved {reserved_s:.2f}s, found {found_s:.2f}s, job {done_s:.2f}s")
