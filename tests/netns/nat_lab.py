@@ -206,3 +206,80 @@ def metrics_fetcher(lab: NatLab, role: str) -> Callable[[str], Awaitable[str]]:
         return result.stdout.decode()
 
     return fetch
+
+
+_UPNP_NFT = """\
+table inet filter {
+    chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }
+    chain miniupnpd { }
+    chain prerouting { type nat hook prerouting priority -100; policy accept;
+                       jump prerouting_miniupnpd; }
+    chain postrouting { type nat hook postrouting priority 100; policy accept;
+                        jump postrouting_miniupnpd; }
+    chain prerouting_miniupnpd { }
+    chain postrouting_miniupnpd { }
+}
+"""
+
+
+@contextlib.contextmanager
+def miniupnpd(lab: NatLab, tmp: Path, router: str = "gw1") -> Iterator[subprocess.Popen[bytes]]:
+    """miniupnpd (UPnP-IGD and NAT-PMP) on ``router``'s LAN side, mapping to its WAN side;
+    stopped (and waited for) on exit. Its nftables chains live in the router's namespace."""
+    binary = shutil.which("miniupnpd")
+    if binary is None:
+        raise FileNotFoundError("miniupnpd (Debian package miniupnpd-nftables) is not installed")
+    lan = lab.addr[f"{router}-lan"].rsplit(".", 1)[0]
+    nft = tmp / f"{router}-upnp.nft"
+    nft.write_text(_UPNP_NFT)
+    lab.exec(router, "nft", "-f", str(nft))
+    # mapped (DNATed) connections must get through the router's FORWARD DROP policy
+    lab.exec(
+        router, "iptables", "-I", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"
+    )
+    conf = tmp / f"{router}-miniupnpd.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "ext_ifname=wan0",
+                "listening_ip=lan0",
+                "http_port=0",
+                "enable_natpmp=yes",
+                "enable_upnp=yes",
+                "secure_mode=yes",
+                "system_uptime=yes",
+                f"uuid=3a5f0c2e-6f2b-4d3b-9d7e-{lab.tag}000000",
+                f"allow 1024-65535 {lan}.0/24 1024-65535",
+                "deny 0-65535 0.0.0.0/0 0-65535",
+                "",
+            ]
+        )
+    )
+    log = (tmp / f"{router}-miniupnpd.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.ns[router],
+            binary,
+            "-d",
+            "-f",
+            str(conf),
+            "-P",
+            str(tmp / f"{router}-miniupnpd.pid"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log.close()
