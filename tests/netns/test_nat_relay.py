@@ -44,13 +44,16 @@ def assert_no_p2pd_left(lab: NatLab, timeout: float = 5.0) -> None:
     assert not lab.pids(), f"processes left in the lab: {lab.pids()}"
 
 
-def node(lab: NatLab, role: str, preset: str, **options: Any) -> DiscoveryManager:
+def node(
+    lab: NatLab, role: str, preset: str, *, listen: tuple[str, ...] = (), **options: Any
+) -> DiscoveryManager:
+    """A node of ``preset`` whose p2pd runs in ``role``'s namespace (the environment ignored)."""
     return DiscoveryManager(
         role_config(
             preset,  # type: ignore[arg-type]
             env={},
             p2pd_path=lab.p2pd(role),
-            listen=(lab.listen(role),),
+            listen=listen or (lab.listen(role),),
             enable_mdns=False,
             connection_timeout=10.0,
             **options,
