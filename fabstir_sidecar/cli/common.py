@@ -108,7 +108,7 @@ RelayServiceOpt = Annotated[
     bool | None,
     typer.Option(
         "--relay-service/--no-relay-service",
-        help="Relay circuits for peers behind NAT (P2P_RELAY_SERVICE; on for bootstrap nodes).",
+        help="Relay circuits for peers behind NAT (P2P_RELAY_SERVICE; p2pd relays regardless).",
     ),
 ]
 RelayClientOpt = Annotated[

@@ -38,7 +38,7 @@ def bootstrap(
 ) -> None:
     """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line).
 
-    It relays circuits for hosts behind NAT unless ``--no-relay-service`` (docs/nat.md)."""
+    It relays circuits for hosts behind NAT (every p2pd does; docs/nat.md)."""
     with failures_reported():
         cfg = opt.node_config(
             "bootstrap",

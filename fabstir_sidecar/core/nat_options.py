@@ -29,8 +29,8 @@ ForcedReachability = Literal["auto", "public", "private"]
 FORCED_REACHABILITY: Final[tuple[str, ...]] = get_args(ForcedReachability)
 
 NAT_ENV_VARS: Final[dict[str, str]] = {
-    "P2P_RELAY_SERVICE": "relay circuits for other peers (true/false; default true on "
-    "bootstrap nodes, false elsewhere)",
+    "P2P_RELAY_SERVICE": "relay circuits for other peers (true/false; default true; p2pd "
+    "1.1.12 relays even when false)",
     "P2P_ENABLE_RELAY_CLIENT": "reserve a slot on relays and advertise /p2p-circuit addresses "
     "when unreachable (true/false; needs the DHT)",
     "P2P_RELAYS": "JSON list of relay multiaddrs ending in /p2p/<peer id>; default: the "

@@ -234,9 +234,10 @@ class NodeConfig:
     provide_interval: float = 3600.0
     """Seconds between DHT re-provides of a host's model records (docs/protocol.md §8)."""
     # NAT traversal (docs/nat.md; checked in core/nat_options.py).
-    relay_service: bool = False
-    """Relay circuits for other peers. p2pd's own default is on for every node; the project
-    turns it on for bootstrap nodes only (the bootstrap role preset)."""
+    relay_service: bool = True
+    """Relay circuits for other peers (bootstrap nodes are the relays of hosts behind NAT).
+    False passes ``-relayService=false``, which p2pd 1.1.12 ignores: every p2pd relays
+    (measured; a warning is logged, docs/nat.md)."""
     relay_client: bool = False
     """Reserve slots on ``relays`` and advertise /p2p-circuit addresses when unreachable."""
     relays: tuple[str, ...] = ()

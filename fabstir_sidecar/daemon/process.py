@@ -97,8 +97,9 @@ def build_argv(spec: DaemonSpec) -> list[str]:
 def _nat_args(spec: DaemonSpec) -> list[str]:
     """Relay, AutoNAT, hole punching, port mapping, reachability and metrics flags.
 
-    ``-relayService=false`` is the only way to stop p2pd relaying for others (``-relay=false``
-    has no effect on it); ``-autoRelay`` needs a DHT flag, which NodeConfig checks. With
+    ``-relayService=false`` is passed when asked, but p2pd 1.1.12 relays for others anyway
+    (measured, as with ``-relay=false``, which also breaks ``-autoRelay``: not passed);
+    ``-autoRelay`` needs a DHT flag, which NodeConfig checks. With
     ``-relayDiscovery`` on (p2pd's default) go-libp2p waits for 4 relay candidates or 3
     minutes before its first reservation; off, the trusted relays are static relays and the
     reservation is made within a second (measured, docs/nat.md).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
 from fabstir_sidecar.daemon.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
 
 __all__ = ["launch_daemon", "metrics_addr"]
+
+log = logging.getLogger(__name__)
 
 
 def metrics_addr(cfg: NodeConfig) -> str | None:
@@ -44,6 +47,11 @@ def launch_daemon(
     control_socket = runtime.file("p2pd.sock")
     identity = Path(cfg.identity_file or runtime.file("identity.key"))
     load_or_create_identity(identity)
+    if not cfg.relay_service:
+        log.warning(
+            "relay_service is off, but p2pd 1.1.12 relays circuits for other peers whatever "
+            "-relayService says (docs/nat.md)"
+        )
     spec = DaemonSpec(
         binary=find_p2pd(cfg.p2pd_path),
         control_socket=control_socket,

@@ -115,7 +115,8 @@ class Reachability:
     relay client holds a reservation."""
     reservations: int = 0
     holepunch_successes: int = 0
-    relay_service: bool = False
+    relay_service: bool = True
+    """Whether this node relays circuits for others (always, with p2pd 1.1.12)."""
     metrics: MetricsSnapshot | None = None
     notes: tuple[str, ...] = field(default=())
 
@@ -190,6 +191,8 @@ def assess(
             )
         else:
             notes.append("AutoNAT has no verdict yet: it needs peers running the AutoNAT service")
+    if not cfg.relay_service:
+        notes.append("relay_service is off, but p2pd 1.1.12 relays for others anyway")
     if status == "private" and not relayed:
         notes.append(
             "unreachable from outside: open/forward a port (then announce it), enable UPnP / "
@@ -203,7 +206,7 @@ def assess(
         relayed_addrs=tuple(dict.fromkeys(relayed)),
         reservations=reservations,
         holepunch_successes=metrics.holepunch_successes if metrics else 0,
-        relay_service=cfg.relay_service,
+        relay_service=True,  # every p2pd 1.1.12 relays, whatever it is told (docs/nat.md)
         metrics=metrics,
         notes=tuple(notes),
     )

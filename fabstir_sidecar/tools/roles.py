@@ -61,10 +61,7 @@ PRESETS: Final[Mapping[str, RolePreset]] = MappingProxyType(
                 "bootstrap",
                 "a bootstrap / DHT server node every other node dials",
                 pinned=_frozen({"enable_dht": True, "dht_mode": "server"}),
-                # A bootstrap node is the relay of hosts behind NAT (docs/nat.md).
-                defaults=_frozen(
-                    {"max_connections": BOOTSTRAP_MAX_CONNECTIONS, "relay_service": True}
-                ),
+                defaults=_frozen({"max_connections": BOOTSTRAP_MAX_CONNECTIONS}),
             ),
             RolePreset("host", "a node that serves models (with a HostService)"),
             RolePreset("client", "a node that finds hosts and runs jobs on them"),

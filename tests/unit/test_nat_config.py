@@ -46,9 +46,10 @@ def test_env_vars_documented() -> None:
     assert set(ENV_VARS) >= NAT_VARS
 
 
-def test_defaults_leave_nat_off_and_relay_service_off() -> None:
+def test_defaults_leave_nat_off_and_relay_service_on() -> None:
     cfg = NodeConfig()
-    assert (cfg.relay_service, cfg.relay_client, cfg.relays) == (False, False, ())
+    # on, because p2pd 1.1.12 relays for others whatever it is told (tests/netns)
+    assert (cfg.relay_service, cfg.relay_client, cfg.relays) == (True, False, ())
     assert not (cfg.enable_autonat or cfg.enable_hole_punching or cfg.enable_nat_portmap)
     assert (cfg.force_reachability, cfg.metrics_addr) == ("auto", None)
 
@@ -56,7 +57,7 @@ def test_defaults_leave_nat_off_and_relay_service_off() -> None:
 def test_env_parsed() -> None:
     cfg = load(
         {
-            "P2P_RELAY_SERVICE": "yes",
+            "P2P_RELAY_SERVICE": "no",
             "P2P_ENABLE_RELAY_CLIENT": "1",
             "P2P_RELAYS": f'["{R1}", "{R2}"]',
             "P2P_ENABLE_AUTONAT": "on",
@@ -66,7 +67,7 @@ def test_env_parsed() -> None:
             "P2P_METRICS_ADDR": "127.0.0.1:9100",
         }
     )
-    assert cfg.relay_service and cfg.relay_client and cfg.enable_nat_portmap
+    assert not cfg.relay_service and cfg.relay_client and cfg.enable_nat_portmap
     assert cfg.enable_autonat and cfg.enable_hole_punching
     assert cfg.relays == (R1, R2)
     assert cfg.force_reachability == "private"
@@ -101,11 +102,10 @@ def test_direct_construction_checked() -> None:
     assert NodeConfig(metrics_addr="[::1]:9100").metrics_addr == "[::1]:9100"
 
 
-def test_bootstrap_preset_relays_others_by_default_env_can_turn_it_off() -> None:
-    assert role_config("bootstrap", env={}).relay_service is True
+def test_every_preset_relays_by_default_env_can_ask_otherwise() -> None:
+    for role in ("bootstrap", "host", "client", "direct"):
+        assert role_config(role, env={}).relay_service is True  # type: ignore[arg-type]
     assert role_config("bootstrap", env={"P2P_RELAY_SERVICE": "false"}).relay_service is False
-    assert role_config("host", env={}).relay_service is False
-    assert role_config("client", env={}).relay_service is False
 
 
 # ------------------------------------------------------------------------------ argv
@@ -146,7 +146,7 @@ def test_nat_flags(changes: dict[str, Any], flags: list[str]) -> None:
     assert argv[start : start + len(flags)] == flags
 
 
-def test_launch_maps_config_to_spec() -> None:
+def test_launch_maps_config_to_spec(caplog: pytest.LogCaptureFixture) -> None:
     cfg = role_config(
         "host",
         env={},
@@ -155,6 +155,7 @@ def test_launch_maps_config_to_spec() -> None:
         enable_hole_punching=True,
         enable_nat_portmap=True,
         force_reachability="private",
+        relay_service=False,
     )
     runtime = RuntimeDir()
     try:
@@ -166,6 +167,7 @@ def test_launch_maps_config_to_spec() -> None:
         spec = daemon.spec  # type: ignore[attr-defined]
         assert spec.relay_client and spec.autonat_service and spec.nat_portmap
         assert not spec.relay_service
+        assert "relays circuits for other peers whatever" in caplog.text
         assert spec.force_reachability == "private"
         assert spec.metrics_addr is not None and spec.metrics_addr.startswith("127.0.0.1:")
         argv = build_argv(spec)
