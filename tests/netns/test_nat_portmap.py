@@ -68,8 +68,56 @@ async def test_port_mapping_gives_a_direct_connection(lab: NatLab) -> None:
                     used = peers[str(host.peer_id)]
                     assert used and not any(is_circuit(a) for a in used), used
                     assert any(f"/ip4/{wan}/" in a for a in used), used
-                # AutoNAT's verdict is reported, not asserted: in this lab both AutoNAT servers
-                # answer E_DIAL_ERROR for the mapped address although a plain TCP connect and a
-                # libp2p dial to it from the same namespaces succeed (open, docs/nat.md).
+                # AutoNAT's verdict is reported, not asserted: both AutoNAT servers answer
+                # E_DIAL_ERROR although the mapping works (docs/nat.md, "AutoNAT").
                 found = await reachability_of(host, fetch=fetch)
                 print(f"mapped {mapped} after {mapped_s:.1f}s; AutoNAT says {found.status}")
+
+
+@pytest.fixture
+def plain_lab(tmp_path: Path, p2pd_path: str) -> Iterator[NatLab]:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    with nat_lab(tmp_path, p2pd_path, public=True, observers=1) as built:
+        yield built
+        assert_no_p2pd_left(built)
+
+
+async def test_forwarded_port_is_public_by_autonat(plain_lab: NatLab) -> None:
+    """ "Open a port" (diagnose's advice): the router forwards the host's listen port, same
+    number outside. AutoNAT confirms it (it dials the address it observed, which is that
+    port), unlike a UPnP mapping to another external port (test above)."""
+    lab = plain_lab
+    lab.exec(
+        "gw1",
+        *("iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "tcp"),
+        *("--dport", "4001", "-j", "DNAT", "--to-destination", f"{lab.addr['h1']}:4001"),
+    )
+    lab.exec(
+        "gw1", "iptables", "-I", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"
+    )
+    wan = lab.addr["gw1"]
+    with anyio.fail_after(60):
+        async with (
+            node(lab, "r", "bootstrap", enable_autonat=True) as boot,
+            node(lab, "o1", "bootstrap", enable_autonat=True) as other,
+        ):
+            boots = ((await boot.get_addrs())[0], (await other.get_addrs())[0])
+            host = node(lab, "h1", "host", bootstrap=boots, metrics_addr="127.0.0.1:9100")
+            service = HostService(host, HostConfig(models=(MODEL,)), EchoBackend())
+            host.on_start(service.start)
+            async with host:
+                started = time.monotonic()
+                fetch = metrics_fetcher(lab, "h1")
+                found = await reachability_of(host, fetch=fetch)
+                while found.status != "public":
+                    await anyio.sleep(0.2)
+                    found = await reachability_of(host, fetch=fetch)
+                print(f"AutoNAT public after {time.monotonic() - started:.1f}s")
+                assert found.source == "autonat"
+                async with node(lab, "c", "client", bootstrap=boots) as client_node:
+                    client = FabstirClient(client_node, retry=RetryConfig.none())
+                    target = f"/ip4/{wan}/tcp/4001/p2p/{host.peer_id}"
+                    result = await client.run_job(target, MODEL, "forwarded")
+                    assert result.content == "echo: forwarded"
