@@ -26,6 +26,12 @@ from fabstir_sidecar.core.multiaddr import (
     check_control_addr,
     check_listen_addr,
 )
+from fabstir_sidecar.core.nat_options import (
+    NAT_ENV_FIELDS,
+    NAT_ENV_VARS,
+    ForcedReachability,
+    check_nat_options,
+)
 from fabstir_sidecar.core.validate import (
     P2PD_INT_MAX,
     check_bool,
@@ -76,6 +82,7 @@ ENV_VARS: Final[dict[str, str]] = {
     "P2P_DAEMON_IMAGE": f"image of the docker daemon (default {DEFAULT_DAEMON_IMAGE})",
     "P2P_HANDLER_ADDR": "where the node listens for the streams p2pd forwards, as the daemon "
     "dials it (/unix/<path> or /ip4/<ip>/tcp/<port>); default: chosen from the control address",
+    **NAT_ENV_VARS,
 }
 
 
@@ -187,6 +194,7 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     if image is None or any(c.isspace() for c in image):
         raise ConfigError(n("daemon_image"), values["daemon_image"], "expected an image name")
     out["daemon_image"] = image
+    out.update(check_nat_options(values, n))
     return out
 
 
@@ -215,6 +223,7 @@ _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str, str], Any]]]] = {
     "P2P_DAEMON_IMAGE": ("daemon_image", env_str),
     "P2P_HANDLER_ADDR": ("handler_addr", env_str),
     "P2P_DATA_DIR": ("data_dir", env_path),
+    **NAT_ENV_FIELDS,
 }
 
 
@@ -265,11 +274,35 @@ class NodeConfig:
     handler_addr: str | None = None
     """Listen address of the inbound-stream handler, as p2pd dials it. None: a unix socket
     next to a unix control socket, else a TCP port on the address that routes to p2pd."""
+    # NAT traversal (docs/nat.md; checked in core/nat_options.py).
+    relay_service: bool = True
+    """Relay circuits for other peers (bootstrap nodes are the relays of hosts behind NAT).
+    False passes ``-relayService=false``, which p2pd 1.1.12 ignores: every p2pd relays
+    (measured; a warning is logged, docs/nat.md)."""
+    relay_client: bool = False
+    """Reserve slots on ``relays`` and advertise /p2p-circuit addresses when unreachable."""
+    relays: tuple[str, ...] = ()
+    """Relays the relay client uses; empty: the bootstrap nodes."""
+    enable_autonat: bool = False
+    """Answer other peers' AutoNAT probes (the AutoNAT client is always on)."""
+    enable_hole_punching: bool = False
+    """DCUtR: upgrade relayed connections to direct ones (p2pd ties it to ``-autonat``)."""
+    enable_nat_portmap: bool = False
+    """Ask the router for a port mapping (UPnP-IGD / NAT-PMP)."""
+    force_reachability: ForcedReachability = "auto"
+    """``auto``: AutoNAT decides; ``public``/``private``: labs, containers, known setups."""
+    metrics_addr: str | None = None
+    """p2pd's Prometheus endpoint (host:port); None: a loopback port when a NAT feature is on."""
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for key, value in _validate(values, {}).items():
             object.__setattr__(self, key, value)
+
+    @property
+    def relay_addrs(self) -> tuple[str, ...]:
+        """The relays this node reserves on and dials through: ``relays``, else bootstrap."""
+        return self.relays or self.bootstrap
 
     @property
     def message_protocol(self) -> str:

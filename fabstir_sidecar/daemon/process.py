@@ -56,6 +56,16 @@ class DaemonSpec:
     dht_mode: DhtMode = "auto"
     conn_low: int = 0
     conn_high: int = 10
+    # NAT traversal (docs/nat.md). p2pd's defaults: relay service on, everything else off.
+    relay_service: bool = True
+    relay_client: bool = False
+    relays: tuple[str, ...] = ()
+    """Trusted relays of the relay client; empty: the bootstrap peers."""
+    autonat_service: bool = False
+    """``-autonat``: the AutoNAT service and DCUtR hole punching (one flag in p2pd)."""
+    nat_portmap: bool = False
+    force_reachability: Literal["auto", "public", "private"] = "auto"
+    metrics_addr: str | None = None
     extra_args: tuple[str, ...] = ()
 
     def with_listen(self, listen: tuple[str, ...]) -> DaemonSpec:
@@ -88,6 +98,7 @@ def build_argv(spec: DaemonSpec, identity_path: str | None = None) -> list[str]:
         argv += ["-id", identity_path]
     if spec.enable_dht:
         argv.append({"auto": "-dht", "server": "-dhtServer", "client": "-dhtClient"}[spec.dht_mode])
+    argv += _nat_args(spec)
     argv += list(spec.extra_args)
     return argv
 
@@ -96,6 +107,33 @@ def daemon_environment() -> dict[str, str]:
     """Our environment, with go-libp2p's TCP ``SO_REUSEPORT`` off: with it on, a second node
     binds a port another already listens on and the two share its connections."""
     return {**os.environ, "LIBP2P_TCP_REUSEPORT": "false"}
+
+
+def _nat_args(spec: DaemonSpec) -> list[str]:
+    """Relay, AutoNAT, hole punching, port mapping, reachability and metrics flags.
+
+    ``-relayService=false`` is passed when asked, but p2pd 1.1.12 relays for others anyway
+    (measured, as with ``-relay=false``, which also breaks ``-autoRelay``: not passed);
+    ``-autoRelay`` needs a DHT flag, which NodeConfig checks. With
+    ``-relayDiscovery`` on (p2pd's default) go-libp2p waits for 4 relay candidates or 3
+    minutes before its first reservation; off, the trusted relays are static relays and the
+    reservation is made within a second (measured, docs/nat.md).
+    """
+    args = [] if spec.relay_service else ["-relayService=false"]
+    if spec.relay_client:
+        args.append("-autoRelay")
+        relays = spec.relays or spec.bootstrap
+        if relays:
+            args += ["-trustedRelays", ",".join(relays), "-relayDiscovery=false"]
+    if spec.autonat_service:
+        args.append("-autonat")
+    if spec.nat_portmap:
+        args.append("-natPortMap")
+    if spec.force_reachability != "auto":
+        args.append(f"-forceReachability{spec.force_reachability.capitalize()}")
+    if spec.metrics_addr is not None:
+        args += ["-metricsAddr", spec.metrics_addr]
+    return args
 
 
 def _death_signal_prefix() -> list[str]:

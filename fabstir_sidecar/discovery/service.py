@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import anyio
 
+from fabstir_sidecar.core.circuit import dial_order
 from fabstir_sidecar.core.errors import (
     FabstirError,
     FabstirTimeoutError,
@@ -307,11 +308,11 @@ class Discovery:
             deadline = anyio.current_time() + timeout
             try:
                 if addrs and peer_id not in self._linked:
-                    # A failed dial is not fatal: the daemon may know other addresses. A peer
-                    # connected at the last gather is not dialed again (a control round trip
-                    # per candidate); if it dropped since, the stream open dials it.
+                    # A failed dial is not fatal (the daemon may know other addresses); a peer
+                    # linked at the last gather is not redialed. Circuits via relays go last.
+                    dial = dial_order(addrs, self.node.config.relay_addrs, peer_id)
                     with contextlib.suppress(FabstirError):
-                        await self.node.control.connect(peer_id, addrs, timeout=timeout)
+                        await self.node.control.connect(peer_id, dial, timeout=timeout)
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
                     raise _status_timeout(peer_id, timeout)

@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend
+from fabstir_sidecar.core.circuit import with_circuits
 from fabstir_sidecar.core.errors import ConfigError, FabstirError
 from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols import ids
@@ -171,7 +172,10 @@ class HostService:
     async def _current_addrs(self) -> list[str]:
         now = time.monotonic()
         if now - self._addrs.fetched_at > self.ADDR_TTL:
-            self._addrs.addrs = await self.node.get_addrs()
+            addrs = await self.node.get_addrs()
+            if self.node.config.relay_client:  # reachable through its relays (core/circuit.py)
+                addrs = with_circuits(addrs, self.node.config.relay_addrs, self.node.peer_id)
+            self._addrs.addrs = addrs
             self._addrs.fetched_at = now
         return self._addrs.addrs
 

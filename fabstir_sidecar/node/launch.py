@@ -3,6 +3,8 @@ one it attaches to; and where the node listens for the streams that daemon forwa
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,7 +16,23 @@ from fabstir_sidecar.daemon.process import DaemonSpec
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
 from fabstir_sidecar.daemon.supervisor import AttachedDaemon, Daemon, SpawnedDaemon
 
-__all__ = ["handler_address", "launch_daemon"]
+__all__ = ["handler_address", "launch_daemon", "metrics_addr"]
+
+log = logging.getLogger(__name__)
+
+
+def metrics_addr(cfg: NodeConfig) -> str | None:
+    """Where p2pd serves its metrics: ``cfg.metrics_addr``, else a free loopback port when a
+    NAT feature is on (the node reads its reachability there), else nowhere."""
+    if cfg.metrics_addr is not None:
+        return cfg.metrics_addr
+    if not (
+        cfg.relay_client or cfg.enable_autonat or cfg.enable_hole_punching or cfg.enable_nat_portmap
+    ):
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def launch_daemon(
@@ -36,6 +54,11 @@ def launch_daemon(
         load_or_create_identity(cfg.identity_file)
     # Without a persistent identity: an ephemeral key, never written to disk (daemon/process).
     key = None if cfg.identity_file is not None else new_identity_key()[0]
+    if not cfg.relay_service:
+        log.warning(
+            "relay_service is off, but p2pd 1.1.12 relays circuits for other peers whatever "
+            "-relayService says (docs/nat.md)"
+        )
     spec = DaemonSpec(
         # A container brings its own p2pd: no host binary is looked up for it.
         binary=find_p2pd(cfg.p2pd_path) if cfg.daemon == "process" else Path("p2pd"),
@@ -48,6 +71,13 @@ def launch_daemon(
         dht_mode=cfg.dht_mode,
         conn_low=cfg.min_connections,
         conn_high=cfg.max_connections,
+        relay_service=cfg.relay_service,
+        relay_client=cfg.relay_client,
+        relays=cfg.relay_addrs,  # the bootstrap nodes unless relays are given
+        autonat_service=cfg.enable_autonat or cfg.enable_hole_punching,
+        nat_portmap=cfg.enable_nat_portmap,
+        force_reachability=cfg.force_reachability,
+        metrics_addr=metrics_addr(cfg),
     )
     if cfg.daemon == "docker":
         from fabstir_sidecar.daemon.container import ContainerDaemon  # the `docker` extra

@@ -33,7 +33,7 @@ from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.handlers import HandlerServer, StreamHandler
 from fabstir_sidecar.daemon.runtime_dir import RuntimeDir
-from fabstir_sidecar.daemon.supervisor import Daemon
+from fabstir_sidecar.daemon.supervisor import Daemon, SpawnedDaemon
 from fabstir_sidecar.discovery.config import FinderConfig
 from fabstir_sidecar.discovery.matching import HostCriteria
 from fabstir_sidecar.discovery.mdns import MdnsService
@@ -316,6 +316,12 @@ class DiscoveryManager:
         the engine's host); None when attached or not running."""
         pid: int | None = getattr(self._daemon, "pid", None)
         return pid
+
+    @property
+    def metrics_addr(self) -> str | None:
+        """host:port of the spawned p2pd's metrics endpoint (node/reachability.py reads it)."""
+        spawned = self._daemon if isinstance(self._daemon, SpawnedDaemon) else None
+        return spawned.spec.metrics_addr if spawned else self._config.metrics_addr
 
     @property
     def restarts(self) -> int:
