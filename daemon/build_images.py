@@ -75,6 +75,13 @@ def debian_base() -> str:
     """Import (after building, if not cached) the mmdebstrap bookworm base; return its name."""
     if _have_image(DEBIAN_BASE):
         return DEBIAN_BASE
+    tar = debian_tar()
+    _run(["docker", "import", str(tar), DEBIAN_BASE], stdout=subprocess.DEVNULL)
+    return DEBIAN_BASE
+
+
+def debian_tar() -> Path:
+    """The mmdebstrap bookworm tar in the cache, built first if it is not there."""
     cache = _cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     tar = cache / DEBIAN_TAR
@@ -94,8 +101,7 @@ def debian_base() -> str:
         )
         partial.rename(tar)
         print(f"base tar built in {time.monotonic() - started:.0f}s: {tar}", file=sys.stderr)
-    _run(["docker", "import", str(tar), DEBIAN_BASE], stdout=subprocess.DEVNULL)
-    return DEBIAN_BASE
+    return tar
 
 
 def _cli(*args: str) -> str:
