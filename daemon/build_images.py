@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Build the container images offline: ``fabstir-p2pd:local``, ``fabstir-python:local`` (the
-library without p2pd, for apps beside a p2pd sidecar) and ``fabstir-sidecar:local``.
+library without p2pd, for apps beside a p2pd sidecar), ``fabstir-sidecar:local`` and
+``fabstir-curl:local`` (curl alone: the compose stack's client of the HTTP gateway).
 
     python3 daemon/build_images.py                  # FROM python:3.11-slim (pulled if missing)
     python3 daemon/build_images.py --debian-base    # FROM a Debian bookworm made by mmdebstrap
-    python3 daemon/build_images.py --base-image my/python:3.11
+    python3 daemon/build_images.py --base-image my/python:3.11 --curl-base-image my/curl:8
 
 Steps: ``pip wheel`` the project and its dependencies into a wheelhouse (on the host, with the
 host's pip settings), copy the p2pd the host would use (``fabstir-sidecar daemon path``: the
@@ -13,14 +14,20 @@ build context, then ``docker build --network none`` each target. The Dockerfile 
 binary's sha256 once more. Nothing in the build reaches a network.
 
 ``--debian-base`` creates the base image from Debian's mirror (``mmdebstrap --variant=minbase
---include=python3,python3-venv,ca-certificates bookworm``) for machines that reach no container
-registry. The tar is kept in ``~/.cache/fabstir-sidecar/docker/`` and imported only when the
-image is missing, so a second run on one machine skips both steps.
+--include=python3,python3-venv,ca-certificates,curl bookworm``) for machines that reach no
+container registry; it is the base of all four images (curl included, so nothing is installed
+during a build). The tar is kept in ``~/.cache/fabstir-sidecar/docker/`` and imported only when
+the image is missing, so a second run on one machine skips both steps. Its file and image names
+carry a digest of the package list: a tar or image made from another list is never reused.
+
+Without ``--debian-base`` the curl image is ``FROM curlimages/curl`` (the curl project's own
+image; ``python:3.11-slim`` has no curl, and a build never installs packages).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -32,11 +39,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "daemon" / "Dockerfile"
 DEFAULT_BASE = "python:3.11-slim"
-DEBIAN_BASE = "fabstir-base:bookworm"
+DEFAULT_CURL_BASE = "curlimages/curl:8.11.1"
+# What mmdebstrap adds to bookworm's minbase. Changing the list changes the digest, hence the
+# tar's and the image's names (an old cached tar without, say, curl is never reused).
+DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "curl")
+_DIGEST = hashlib.sha256(",".join(DEBIAN_PACKAGES).encode()).hexdigest()[:8]
+DEBIAN_BASE = f"fabstir-base:bookworm-{_DIGEST}"
+DEBIAN_TAR = f"base-bookworm-minbase-{_DIGEST}.tar"
 IMAGES = {
     "p2pd": "fabstir-p2pd:local",
     "library": "fabstir-python:local",
     "sidecar": "fabstir-sidecar:local",
+    "curl": "fabstir-curl:local",
 }
 
 
@@ -61,9 +75,16 @@ def debian_base() -> str:
     """Import (after building, if not cached) the mmdebstrap bookworm base; return its name."""
     if _have_image(DEBIAN_BASE):
         return DEBIAN_BASE
+    tar = debian_tar()
+    _run(["docker", "import", str(tar), DEBIAN_BASE], stdout=subprocess.DEVNULL)
+    return DEBIAN_BASE
+
+
+def debian_tar() -> Path:
+    """The mmdebstrap bookworm tar in the cache, built first if it is not there."""
     cache = _cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    tar = cache / "base-bookworm-minbase.tar"
+    tar = cache / DEBIAN_TAR
     if not tar.exists():
         partial = tar.with_name(tar.stem + ".partial.tar")  # mmdebstrap: format from the name
         started = time.monotonic()
@@ -72,7 +93,7 @@ def debian_base() -> str:
                 "mmdebstrap",
                 "--format=tar",
                 "--variant=minbase",
-                "--include=python3,python3-venv,ca-certificates",
+                f"--include={','.join(DEBIAN_PACKAGES)}",
                 "bookworm",
                 str(partial),
             ],
@@ -80,8 +101,7 @@ def debian_base() -> str:
         )
         partial.rename(tar)
         print(f"base tar built in {time.monotonic() - started:.0f}s: {tar}", file=sys.stderr)
-    _run(["docker", "import", str(tar), DEBIAN_BASE], stdout=subprocess.DEVNULL)
-    return DEBIAN_BASE
+    return tar
 
 
 def _cli(*args: str) -> str:
@@ -103,8 +123,11 @@ def prepare_context(context: Path) -> str:
     return sha256
 
 
-def build(base: str, *, targets: tuple[str, ...] = tuple(IMAGES)) -> dict[str, float]:
-    """Build ``targets`` from ``base``; return each one's build time in seconds."""
+def build(
+    base: str, curl_base: str, *, targets: tuple[str, ...] = tuple(IMAGES)
+) -> dict[str, float]:
+    """Build ``targets`` from ``base`` (``curl`` from ``curl_base``); return each one's build
+    time in seconds."""
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fabstir-image-") as tmp:
         context = Path(tmp)
@@ -124,6 +147,8 @@ def build(base: str, *, targets: tuple[str, ...] = tuple(IMAGES)) -> dict[str, f
                     target,
                     "--build-arg",
                     f"BASE_IMAGE={base}",
+                    "--build-arg",
+                    f"CURL_BASE_IMAGE={curl_base}",
                     "--build-arg",
                     f"P2PD_SHA256={sha256}",
                     "--label",
@@ -148,13 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument(
         "--debian-base", action="store_true", help="make the base with mmdebstrap (cached)"
     )
+    parser.add_argument(
+        "--curl-base-image",
+        default=None,
+        help=f"base of fabstir-curl, must have curl and sh (default {DEFAULT_CURL_BASE}; "
+        "with --debian-base: that base)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("docker") is None:
         print("build_images: no `docker` client on PATH", file=sys.stderr)
         return 2
     try:
         base = debian_base() if args.debian_base else (args.base_image or DEFAULT_BASE)
-        times = build(base)
+        default_curl = base if args.debian_base else DEFAULT_CURL_BASE
+        times = build(base, args.curl_base_image or default_curl)
     except subprocess.CalledProcessError as exc:
         print(exc.stdout or "", exc.stderr or "", sep="\n", file=sys.stderr)
         print(f"build_images: `{' '.join(exc.cmd)}` failed ({exc.returncode})", file=sys.stderr)

@@ -24,7 +24,12 @@ import pytest
 from pytest_docker.plugin import Services, get_docker_services
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ("fabstir-p2pd:local", "fabstir-python:local", "fabstir-sidecar:local")
+IMAGES = (
+    "fabstir-p2pd:local",
+    "fabstir-python:local",
+    "fabstir-sidecar:local",
+    "fabstir-curl:local",
+)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -37,11 +37,13 @@ SIDECAR_FILE = ROOT / "examples" / "compose-sidecar" / "docker-compose.yml"
 DOCKERFILE = ROOT / "daemon" / "Dockerfile"
 BUILD_SCRIPT = ROOT / "daemon" / "build_images.py"
 # daemon/build_images.py: target -> tag. Compose never builds or pulls them.
-SIDECAR_IMAGE, PYTHON_IMAGE, P2PD_IMAGE = (
+SIDECAR_IMAGE, PYTHON_IMAGE, P2PD_IMAGE, CURL_IMAGE = (
     "fabstir-sidecar:local",
     "fabstir-python:local",
     "fabstir-p2pd:local",
+    "fabstir-curl:local",
 )
+IMAGES = {"sidecar": SIDECAR_IMAGE, "library": PYTHON_IMAGE, "p2pd": P2PD_IMAGE, "curl": CURL_IMAGE}
 
 CLI = "fabstir-sidecar"
 IMAGE_ENTRYPOINT = [CLI]  # daemon/Dockerfile: ENTRYPOINT ["fabstir-sidecar"]
@@ -296,16 +298,12 @@ def test_compose_file_parses_and_has_the_network() -> None:
 def test_services_use_the_offline_built_images(services: dict[str, dict[str, Any]]) -> None:
     script = BUILD_SCRIPT.read_text(encoding="utf-8")
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
-    for target, image in (
-        ("sidecar", SIDECAR_IMAGE),
-        ("library", PYTHON_IMAGE),
-        ("p2pd", P2PD_IMAGE),
-    ):
+    for target, image in IMAGES.items():
         assert f'"{target}": "{image}"' in script, f"build_images.py does not tag {image}"
         assert re.search(rf"^FROM .+ AS {target}$", dockerfile, re.M), f"no stage {target}"
     for name, service in services.items():
         image = service.get("image")
-        assert image in (SIDECAR_IMAGE, PYTHON_IMAGE, P2PD_IMAGE), f"{name}: image {image!r}"
+        assert image in IMAGES.values(), f"{name}: image {image!r}"
         assert "build" not in service, f"{name}: images are built offline, never by compose"
         assert service.get("pull_policy") == "never", f"{name}: a local image: never pull it"
         if _calls_in_argv(_argv(service)):
@@ -516,3 +514,94 @@ def test_keys_are_compose_spec_keys(
             restart = service["restart"]
             assert isinstance(restart, str), f"{name}: quote restart: {restart!r}"
             assert RESTART_POLICIES.fullmatch(restart), f"{name}: restart {restart!r}"
+
+
+# ------------------------------------------------------------------ the HTTP gateway
+
+
+def _option_value(args: list[str], flag: str) -> str:
+    assert flag in args, f"no {flag} in {args}"
+    return args[args.index(flag) + 1]
+
+
+def test_curl_image_stage_is_last_and_installs_nothing() -> None:
+    """The legacy builder builds every stage before its target: the curl stage, whose base
+    (curlimages/curl by default) the other images must not need, comes last; and like every
+    stage it installs nothing (the build has no network)."""
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    assert stages[-1] == ("${CURL_BASE_IMAGE}", "curl"), stages
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert not re.search(r"^RUN .*\b(apt-get|apk|apt) ", text, re.M), "a build installs nothing"
+    assert re.search(r"^ARG CURL_BASE_IMAGE=\S+", text, re.M), "CURL_BASE_IMAGE needs a default"
+    script = BUILD_SCRIPT.read_text(encoding="utf-8")
+    assert '"curl"' in script.split("DEBIAN_PACKAGES = ", 1)[1].splitlines()[0], (
+        "the Debian base must include curl: it is fabstir-curl's base under --debian-base"
+    )
+
+
+def test_gateway_serves_off_loopback_with_a_token_from_a_one_shot_step() -> None:
+    services = _services_of(_load(DEMO_FILE))
+    gateway = services["gateway"]  # curl-client calls http://gateway:8080
+    ((args),) = [a for a in _calls_in_argv(_argv(gateway)) if a and a[0] == "gateway"]
+    host, port = _option_value(args, "--http").rsplit(":", 1)
+    assert (host, port) == ("0.0.0.0", "8080"), args
+    token = Path(_option_value(args, "--token-file"))
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in gateway["volumes"]}
+    volume = mounts[str(token.parent)]
+    assert f"{volume}:{token.parent}:ro" in gateway["volumes"], "the gateway only reads it"
+    # Who mounts the token's volume writable: the one-shot step that creates it, no one else.
+    writers = [
+        name
+        for name, service in services.items()
+        for mount in service.get("volumes", [])
+        if mount.split(":")[0] == volume and not mount.endswith(":ro")
+    ]
+    assert len(writers) == 1, f"one one-shot step writes the token: {writers}"
+    (writer,) = writers
+    assert gateway["depends_on"][writer]["condition"] == "service_completed_successfully"
+    assert services[writer].get("restart") == "no"
+    health = " ".join(gateway["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/health" in health, health
+    assert '"healthy"' in health, "healthy: HTTP accepts and the bootstrap node is connected"
+
+
+def test_curl_client_uses_only_curl_against_the_gateway() -> None:
+    services = _services_of(_load(DEMO_FILE))
+    client = services["curl-client"]
+    assert client["image"] == CURL_IMAGE
+    argv = _argv(client)
+    assert argv[0] in SHELLS and argv[1] == "-euc", argv
+    script = argv[2].replace("$$", "$")
+    assert CLI not in script and "python" not in script, "curl and sh only"
+    for needed in (
+        "http://gateway:8080",
+        "Authorization: Bearer",
+        "/v1/models",
+        "/v1/chat/completions",
+        "data: [DONE]",
+    ):
+        assert needed in script, f"the curl client does not use {needed!r}"
+    token_dir = str(Path(_option_value(_calls_in_argv(_argv(services["gateway"]))[0],
+                                       "--token-file")).parent)  # fmt: skip
+    assert f"cat {token_dir}/token" in script
+    assert any(v.endswith(f":{token_dir}:ro") for v in client["volumes"]), client["volumes"]
+    depends = client["depends_on"]
+    assert depends["gateway"]["condition"] == "service_healthy"
+    served = {
+        model
+        for name, service in services.items()
+        for call in _calls_in_argv(_argv(service))
+        if call[:1] == ["host"]
+        for model in [_option_value(call, "--model")]
+    }
+    bodies = [json.loads(body) for body in re.findall(r"^chat='(.*)'$", script, re.M)]
+    assert [body.get("stream", False) for body in bodies] == [False, True], bodies
+    for body in bodies:
+        assert body["model"] in served, f"{body['model']} is served by no host of the file"
+    hosts = {
+        n for n, s in services.items() if any(c[:1] == ["host"] for c in _calls_in_argv(_argv(s)))
+    }
+    assert hosts <= set(depends), "the client waits for the hosts it asks for"
+    sh = shutil.which("sh")
+    if sh is not None:  # the script at least parses (POSIX sh -n)
+        subprocess.run([sh, "-n", "-c", script], check=True, timeout=10)
