@@ -201,13 +201,15 @@ def test_one(fabstir_network_sync):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--fabstir-daemon", "docker"], "*--fabstir-daemon docker: *no container launcher*"),
+        # No engine at that address: a usage error saying so (one is used in tests/containers).
+        (["--fabstir-daemon", "docker"], "*--fabstir-daemon docker: *no Docker engine reachable*"),
         (["--fabstir-p2pd", "/nonexistent/p2pd"], "*--fabstir-p2pd /nonexistent/p2pd: not an*"),
     ],
 )
 def test_bad_options_are_usage_errors(
-    pytester: pytest.Pytester, args: list[str], message: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     pytester.makepyfile(test_user="def test_nothing(): pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
