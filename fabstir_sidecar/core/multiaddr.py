@@ -24,6 +24,7 @@ __all__ = [
     "split_peer_multiaddr",
     "strip_peer",
     "tcp_host_port",
+    "tcp_listen_port",
     "with_peer",
 ]
 
@@ -48,6 +49,19 @@ def tcp_host_port(addr: str) -> tuple[str, int] | None:
     if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
         return None
     return parts[2], int(parts[4])
+
+
+def tcp_listen_port(addr: str) -> tuple[str, int] | None:
+    """``(ip, port)`` of a TCP listen multiaddr with a fixed port (``/ip4/.../tcp/N`` and
+    what is layered on TCP, such as ``/ws``); None for port 0, UDP and names."""
+    try:
+        parts = str(Multiaddr(addr)).split("/")
+    except Exception:  # third-party boundary: any parse failure means "not this shape"
+        return None
+    if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+        return None
+    port = int(parts[4])
+    return (parts[2], port) if port else None
 
 
 def strip_peer(addr: str) -> str:

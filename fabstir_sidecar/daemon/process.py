@@ -8,8 +8,10 @@ The only module that starts subprocesses (besides ``pip`` in binary.py). Rules i
 * readiness is a real control round trip (the caller's ``ready_check``), not a sleep;
 * stop = SIGTERM, then SIGKILL after a grace period, always under a shielded cancel scope so
   Ctrl-C or a crashing task cannot skip it; the control socket is removed afterwards;
-* go-libp2p's ``SO_REUSEPORT`` is off (``LIBP2P_TCP_REUSEPORT=false``), so a port another
-  process listens on is refused ("port already in use"), never silently shared;
+* a fixed TCP port another process listens on is refused before p2pd starts ("port already
+  in use", :func:`check_tcp_ports_free`), never silently shared: go-libp2p binds with
+  ``SO_REUSEPORT``, which TCP hole punching needs (it dials from the listen port), so a
+  second p2pd would otherwise share the port's connections with the first;
 * on Linux the child gets ``PR_SET_PDEATHSIG`` (through util-linux ``setpriv``) so that even a
   SIGKILLed Python process does not leave an orphan daemon behind.
 """
@@ -17,12 +19,14 @@ The only module that starts subprocesses (besides ``pip`` in binary.py). Rules i
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -31,6 +35,7 @@ import anyio
 import anyio.abc
 
 from fabstir_sidecar.core.errors import DaemonStartError, DaemonUnavailableError
+from fabstir_sidecar.core.multiaddr import tcp_listen_port
 from fabstir_sidecar.daemon import logbridge
 from fabstir_sidecar.daemon.runtime_dir import remove_socket
 
@@ -103,10 +108,36 @@ def build_argv(spec: DaemonSpec, identity_path: str | None = None) -> list[str]:
     return argv
 
 
+def check_tcp_ports_free(listen: Sequence[str]) -> None:
+    """Refuse fixed TCP listen ports that a socket already listens on (DaemonStartError).
+
+    Our probe binds without ``SO_REUSEPORT`` (with ``SO_REUSEADDR``, so a port in TIME_WAIT
+    is free): Linux then refuses it exactly when something listens there. Port 0 and non-TCP
+    addresses are not checked; the window between the probe and p2pd's bind is tiny.
+    """
+    for addr in listen:
+        target = tcp_listen_port(addr)
+        if target is None:
+            continue
+        host, port = target
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                # Anything else (an address of another network namespace p2pd is spawned
+                # into, say) is p2pd's own to report.
+                if exc.errno == errno.EADDRINUSE:
+                    raise DaemonStartError(
+                        f"port already in use ({addr}): another process listens on it"
+                    ) from exc
+
+
 def daemon_environment() -> dict[str, str]:
-    """Our environment, with go-libp2p's TCP ``SO_REUSEPORT`` off: with it on, a second node
-    binds a port another already listens on and the two share its connections."""
-    return {**os.environ, "LIBP2P_TCP_REUSEPORT": "false"}
+    """The environment p2pd runs with: ours (go-libp2p keeps ``SO_REUSEPORT`` on, which TCP
+    hole punching needs; :func:`check_tcp_ports_free` refuses a taken port instead)."""
+    return dict(os.environ)
 
 
 def _nat_args(spec: DaemonSpec) -> list[str]:
@@ -222,6 +253,7 @@ class DaemonProcess:
     ) -> None:
         """Spawn p2pd and return once ``ready_check`` succeeds against its control socket."""
         remove_socket(self.spec.control_socket)  # a SIGKILLed predecessor leaves it behind
+        check_tcp_ports_free(self.spec.listen)
         key = self.spec.identity_key
         handoff = None if key is None else _KeyHandoff(key, self.spec.control_socket.parent)
         try:
