@@ -50,9 +50,11 @@ def launcher_leftovers() -> list[str]:
         client.close()
 
 
-def test_a_user_suite_runs_on_container_daemons(pytester: pytest.Pytester) -> None:
+def test_a_user_suite_runs_on_container_daemons(pytester: pytest.Pytester, p2pd_path: str) -> None:
     before = set(launcher_leftovers())
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fabstir-daemon", "docker")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--fabstir-daemon", "docker", "--fabstir-p2pd", p2pd_path
+    )
     result.assert_outcomes(passed=1)
     assert set(launcher_leftovers()) <= before  # every container and network removed
