@@ -280,6 +280,8 @@ class DiscoveryManager:
             serve_requests(handler, limits),
             max_concurrent=limits.max_concurrent,
             max_per_peer=limits.max_per_peer,
+            min_share=limits.min_share,
+            counters=limits.counters,
         )
 
     def spawn(self, work: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
@@ -298,12 +300,14 @@ class DiscoveryManager:
         *,
         max_concurrent: int = 256,
         max_per_peer: int = 64,
+        **policy: Any,
     ) -> None:
-        """Serve a raw stream protocol on this node (framed ones: :meth:`serve`)."""
+        """Serve a raw stream protocol on this node (framed ones: :meth:`serve`); ``policy``:
+        HandlerServer.add's ``min_share`` and ``counters``."""
         self._require_control()
         assert self._handlers is not None
         await self._handlers.add(
-            protocol, handler, max_concurrent=max_concurrent, max_per_peer=max_per_peer
+            protocol, handler, max_concurrent=max_concurrent, max_per_peer=max_per_peer, **policy
         )
 
     # ------------------------------------------------------------ the SDK's API

@@ -1,12 +1,14 @@
 """``/fabstir-llm/job/1.0.0``: a job_request, then tokens (if streamed) and one terminal frame.
 
-Terminal frames (docs/protocol.md §6.1): ``job_result``, ``job_rejected`` (model not served, busy)
-or ``error``. The host closes the stream after it; the requester never half-closes before.
+Terminal frames (docs/protocol.md §6.1): ``job_result``, ``job_rejected`` (codes
+``model_not_served``, ``busy`` with ``retry_after_ms``, ``shutting_down``) or ``error``.
+The host closes the stream after it; the requester never half-closes before.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -61,10 +63,11 @@ class JobHost(Protocol):
 
     backend: Backend
 
-    def try_admit(self, model: str) -> Rejection | None:
-        """Reserve a job slot; return why not instead if the job cannot run."""
+    def try_admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
+        """Reserve a job slot for ``peer``; return why not instead if the job cannot run."""
 
-    def release(self) -> None: ...
+    def release(self, peer: str, seconds: float) -> None:
+        """Free the slot ``peer`` held for ``seconds``."""
 
     def report(self, event: JobEvent) -> None: ...
 
@@ -79,7 +82,7 @@ def job_handler(host: JobHost) -> RequestHandler:
         exchange.job_id = _raw_job_id(exchange.request)  # so a bad_request error can echo it
         request = JobRequest.from_json(exchange.request)
         job_id, peer = request.job_id, exchange.peer_id
-        rejection = host.try_admit(request.model)
+        rejection = host.try_admit(request.model, peer, exchange.protocol)
         if rejection is not None:
             reason = rejection.reason
             answer = JobRejected(
@@ -91,6 +94,7 @@ def job_handler(host: JobHost) -> RequestHandler:
             await exchange.send(answer.to_json())
             host.report(JobEvent(peer, job_id, request.model, "rejected", reason))
             return
+        started = time.monotonic()
         try:
             if request.stream:
                 # ``async with``: a requester that goes away mid-stream releases the backend.
@@ -109,7 +113,7 @@ def job_handler(host: JobHost) -> RequestHandler:
             host.report(JobEvent(peer, job_id, request.model, "error", str(exc)))
             return
         finally:
-            host.release()
+            host.release(peer, time.monotonic() - started)
         await exchange.send(
             JobResult(
                 job_id=job_id,

@@ -18,6 +18,7 @@ PINNED = {
     "PeerCache",
     "DaemonStream",
     "ENV_VARS",
+    "AdmissionCounters",
     "Backend",
     "BackendError",
     "BadRequestError",

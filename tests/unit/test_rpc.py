@@ -407,13 +407,13 @@ class FakeHost:
         self.active = 0
         self.events: list[JobEvent] = []
 
-    def try_admit(self, model: str) -> Rejection | None:
+    def try_admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
         if model not in self.models:
             return Rejection(REJECTED_MODEL_NOT_SERVED, f"model {model!r} not served")
         self.active += 1
         return None
 
-    def release(self) -> None:
+    def release(self, peer: str, seconds: float) -> None:
         self.active -= 1
 
     def report(self, event: JobEvent) -> None:
