@@ -11,23 +11,29 @@ jitter, bounded in attempts and in total time, honouring a host's ``retry_after`
   :class:`JobOutcomeUnknownError` and the job is never sent again.
 
 Never retried: bad input, rejections, protocol errors. When every attempt failed,
-``RetryExhaustedError`` says how many were made and why each failed.
+``RetryExhaustedError`` says how many were made and why each failed. ``busy`` answers count
+against ``RetryConfig.busy_attempts``, not ``attempts``: a busy host is pacing us, not failing.
+
+Pacing (``rpc/pacing.py``): jobs and inferences to one host are kept within a window of
+requests in flight (excess callers queue locally), grown on success, shrunk on ``busy`` and
+capped by the host's advertised ``max_jobs`` (learned from its status record, fetched in the
+background on first contact), so that a ``gather`` of 1,000 jobs does not overflow a host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
 )
@@ -35,6 +41,7 @@ from tenacity import (
 from fabstir_sidecar.core.errors import (
     ConfigError,
     FabstirError,
+    HostBusyError,
     NotSentError,
     RetryableError,
     RetryExhaustedError,
@@ -44,6 +51,7 @@ from fabstir_sidecar.protocols.discovery import request_discovery
 from fabstir_sidecar.protocols.inference import request_inference
 from fabstir_sidecar.protocols.job import job_frames, run_job_once
 from fabstir_sidecar.protocols.status import HostStatus, request_status
+from fabstir_sidecar.rpc.pacing import Pacer, Pacers
 from fabstir_sidecar.wire.messages import (
     InferenceRequest,
     InferenceResponse,
@@ -70,12 +78,16 @@ class RetryConfig:
     max_total_s: float = 60.0
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
+    busy_attempts: int = 100
+    """Tries while the host answers ``busy`` / ``shutting_down`` (within ``max_total_s``)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise ConfigError("attempts", self.attempts, "expected an integer")
-        if self.attempts < 1:
-            raise ConfigError("attempts", self.attempts, "must be >= 1")
+        for name in ("attempts", "busy_attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(name, value, "expected an integer")
+            if value < 1:
+                raise ConfigError(name, value, "must be >= 1")
         for name in ("max_total_s", "initial_backoff_s", "max_backoff_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -87,7 +99,7 @@ class RetryConfig:
 
     @classmethod
     def none(cls) -> RetryConfig:
-        return cls(attempts=1)
+        return cls(attempts=1, busy_attempts=1)
 
 
 class FabstirClient:
@@ -100,11 +112,30 @@ class FabstirClient:
         retry: RetryConfig | None = None,
         request_timeout: float | None = None,
         job_timeout: float = DEFAULT_JOB_TIMEOUT,
+        pacing: bool = True,
     ) -> None:
         self.node = node
         self.retry = retry or RetryConfig()
         self.request_timeout = request_timeout or node.config.connection_timeout
         self.job_timeout = job_timeout
+        self.pacing = pacing
+        self.pacers = Pacers()
+        """The in-flight window per host peer id (``rpc/pacing.py``)."""
+
+    def _pacer(self, peer_id: str) -> Pacer:
+        """The window for ``peer_id``; on first contact, learn its capacity in the background."""
+        first = peer_id not in self.pacers
+        pacer = self.pacers[peer_id]
+        if first:
+            with contextlib.suppress(FabstirError):  # not running: the attempt will say so
+                self.node.spawn(self._learn_capacity, peer_id)
+        return pacer
+
+    async def _learn_capacity(self, peer_id: str) -> None:
+        try:
+            await self._status(peer_id)
+        except FabstirError:
+            return  # not a host we can ask: pacing learns from busy answers alone
 
     async def _resolve(self, peer: str) -> str:
         """A multiaddr is (re)dialed on every attempt: after a host restart its address holds."""
@@ -140,8 +171,18 @@ class FabstirClient:
     ) -> T:
         failures: list[BaseException] = []
         policy = self.retry
+        late = stop_after_delay(policy.max_total_s)
+
+        def stop(state: RetryCallState) -> bool:
+            busy = sum(isinstance(f, HostBusyError) for f in failures)
+            return (
+                busy >= policy.busy_attempts
+                or len(failures) - busy >= policy.attempts
+                or late(state)
+            )
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_s),
+            stop=stop,
             wait=self._wait(),
             retry=retry_if_exception_type(retry_on),
             sleep=anyio.sleep,
@@ -159,15 +200,22 @@ class FabstirClient:
             raise RetryExhaustedError(operation, failures) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _paced(self, peer_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._pacer(peer_id).slot() if self.pacing else contextlib.nullcontext()
+
     async def get_status(self, peer: str) -> HostStatus:
         """The host's own record plus the measured round trip (ms)."""
 
         async def once() -> HostStatus:
-            return await request_status(
-                self.node.control, await self._resolve(peer), timeout=self.request_timeout
-            )
+            return await self._status(await self._resolve(peer))
 
         return await self._retrying(f"status of {peer}", once)
+
+    async def _status(self, peer_id: str) -> HostStatus:
+        status = await request_status(self.node.control, peer_id, timeout=self.request_timeout)
+        if peer_id in self.pacers:
+            self.pacers[peer_id].advertise(status.host.max_jobs, status.host.active_jobs)
+        return status
 
     async def ask_discovery(
         self, peer: str, models: Sequence[str] | None = None, limit: int | None = None
@@ -214,9 +262,11 @@ class FabstirClient:
         request = self._job(model, prompt, max_tokens, temperature, False, job_id)
 
         async def once() -> JobResult:
-            return await run_job_once(
-                self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
-            )
+            peer_id = await self._resolve(peer)
+            async with self._paced(peer_id):
+                return await run_job_once(
+                    self.node.control, peer_id, request, timeout=self.job_timeout
+                )
 
         return await self._retrying(f"job {request.job_id} on {peer}", once, NOT_RUN)
 
@@ -255,9 +305,11 @@ class FabstirClient:
         )
 
         async def once() -> InferenceResponse:
-            return await request_inference(
-                self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
-            )
+            peer_id = await self._resolve(peer)
+            async with self._paced(peer_id):
+                return await request_inference(
+                    self.node.control, peer_id, request, timeout=self.job_timeout
+                )
 
         return await self._retrying(f"inference {request.request_id} on {peer}", once, NOT_RUN)
 
@@ -278,25 +330,34 @@ class JobStream:
         client = self._client
         Frames = AsyncGenerator[JobToken | JobResult, None]
 
-        async def open_and_first() -> tuple[Frames, JobToken | JobResult]:
+        async def open_and_first() -> tuple[Frames, JobToken | JobResult, Pacer | None]:
             peer_id = await client._resolve(self._peer)
+            pacer = client._pacer(peer_id) if client.pacing else None
+            if pacer is not None:
+                await pacer.acquire()
             frames = job_frames(
                 client.node.control, peer_id, self.request, timeout=client.job_timeout
             )
             try:
-                return frames, await anext(frames)
-            except BaseException:
+                return frames, await anext(frames), pacer
+            except BaseException as exc:
                 await frames.aclose()
+                if pacer is not None:
+                    pacer.release("busy" if isinstance(exc, HostBusyError) else "failed")
                 raise
 
         # Retried only while the job cannot have run (see the module doc).
-        frames, frame = await client._retrying(
+        frames, frame, pacer = await client._retrying(
             f"job {self.request.job_id} on {self._peer}", open_and_first, NOT_RUN
         )
+        outcome: Literal["ok", "failed"] = "failed"
         try:
             while isinstance(frame, JobToken):
                 yield frame.text
                 frame = await anext(frames)
             self.result = frame
+            outcome = "ok"
         finally:
             await frames.aclose()
+            if pacer is not None:
+                pacer.release(outcome)
