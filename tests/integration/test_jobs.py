@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +246,10 @@ async def test_busy_host_rejects_a_concurrent_job(p2pd_path: str) -> None:
             running_host(p2pd_path, config_a(max_jobs=1), backend) as host,
             make_node(p2pd_path) as client_node,
         ):
-            client = FabstirClient(client_node, retry=FAST_RETRY, job_timeout=10.0)
+            # busy answers are retried up to busy_attempts: three here, so they run out.
+            # No pacing: a paced client would queue the second job behind the first itself.
+            retry = replace(FAST_RETRY, busy_attempts=3)
+            client = FabstirClient(client_node, retry=retry, job_timeout=10.0, pacing=False)
             addr = await host.addr()
             slow: list[str] = []
 
@@ -266,14 +269,14 @@ async def test_busy_host_rejects_a_concurrent_job(p2pd_path: str) -> None:
                 busy = info.value.failures
                 assert busy and all(isinstance(e, HostBusyError) for e in busy)
                 assert all(e.code == BUSY for e in busy)  # type: ignore[attr-defined]
-                # The inference protocol shares the admission: busy there too.
-                with pytest.raises(RemoteError) as inf:
+                # The inference protocol shares the admission: error code busy there.
+                with pytest.raises(RetryExhaustedError) as inf:
                     await client.infer(addr, LLAMA, "third")
-                assert inf.value.code == "internal"
-                assert BUSY in inf.value.remote_message
+                assert all(isinstance(e, HostBusyError) for e in inf.value.failures)
+                assert all(e.retry_after is not None for e in inf.value.failures)  # type: ignore[attr-defined]
             assert slow == ["echo: w1 w2 w3 w4 w5"]
             assert host.service.active_jobs == 0
-            assert host.service.stats.rejected == len(busy) + 1
+            assert host.service.stats.rejected == len(busy) + len(inf.value.failures)
             # Capacity is back.
             assert (await client.run_job(addr, LLAMA, "after")).content == "echo: after"
 
