@@ -92,24 +92,73 @@ async def _await_requester_close(stream: DaemonStream, linger: float) -> None:
             pass
 
 
+class _Waiting:
+    """Streams that have not sent their full request yet: a fairly shared pool of its own.
+
+    When the pool is full, the stream that has waited longest (at least ``EVICT_AFTER``
+    seconds: an honest request arrives within milliseconds) is cut to make room, so streams
+    that send nothing cannot keep newcomers out, from however many identities.
+    """
+
+    def __init__(self, limits: RpcLimits) -> None:
+        self.shares = FairShare(
+            limits.pending_cap, limits.pending_per_peer, min_share=limits.min_share
+        )
+        self._scopes: dict[int, tuple[float, anyio.CancelScope]] = {}  # oldest first
+
+    def enter(self, peer: str, scope: anyio.CancelScope) -> str | None:
+        """Join the pool (None), or say why not."""
+        why = self.shares.refusal(peer)
+        if why == "full" and self._evict_oldest():
+            why = None
+        if why is None:
+            self.shares.take(peer)
+            self._scopes[id(scope)] = (anyio.current_time(), scope)
+        return why
+
+    def leave(self, peer: str, scope: anyio.CancelScope) -> None:
+        if self._scopes.pop(id(scope), None) is not None:
+            self.shares.release(peer)
+
+    def _evict_oldest(self) -> bool:
+        now = anyio.current_time()
+        for since, scope in self._scopes.values():
+            if now - since < EVICT_AFTER:
+                return False
+            if not scope.cancel_called:  # (an evicted stream may not have left yet)
+                scope.cancel()
+                return True
+        return False
+
+
+EVICT_AFTER = 0.25
+
+
 def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:
     """Wrap a request handler into a stream handler that applies ``limits`` and maps errors."""
-    pending = FairShare(limits.pending_cap, limits.pending_per_peer, min_share=limits.min_share)
+    waiting = _Waiting(limits)
     counters = limits.counters if limits.counters is not None else AdmissionCounters()
     inflight = 0
 
     async def on_stream(stream: DaemonStream) -> None:
         peer = str(stream.peer_id)
-        why = pending.refusal(peer)
+        protocol = stream.protocol
+        scope = anyio.CancelScope()
+        why = waiting.enter(peer, scope)
         if why is not None:
-            counters.reset[stream.protocol] += 1
-            _pending_resets.count(f"{stream.protocol} {why}", waiting=pending.total)
+            counters.reset[protocol] += 1
+            _pending_resets.count(f"{protocol} {why}", waiting=waiting.shares.total)
             return  # the handler server closes the stream unread
-        pending.take(peer)
+        request: dict[str, Any] | None = None
         try:
-            request = await _read_request(stream)
+            with scope:
+                request = await _read_request(stream)
         finally:
-            pending.release(peer)
+            waiting.leave(peer, scope)
+        if scope.cancelled_caught:
+            counters.timeout[protocol] += 1
+            _timeouts.count(f"{protocol} evicted while waiting for its request")
+            await _send_error(stream, ERROR_TIMEOUT, "request not received in time", None)
         if request is not None and await _serve_one(stream, request):
             await _await_requester_close(stream, limits.close_linger)
 
@@ -127,6 +176,8 @@ def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:
             code = ERROR_TOO_LARGE if isinstance(exc, FrameTooLargeError) else ERROR_BAD_REQUEST
             _refused.count(f"{protocol} {code}", peer=stream.peer_id, error=str(exc))
             await _send_error(stream, code, str(exc), None)
+        except StreamClosedError:
+            _refused.count(f"{protocol} closed before its request")
         return None
 
     async def _serve_one(stream: DaemonStream, request: dict[str, Any]) -> bool:

@@ -383,7 +383,7 @@ async def test_serve_lets_stream_closed_escape_to_the_handler_server() -> None:
     assert isinstance(escaped, StreamClosedError)
 
 
-async def test_serve_truncated_request_is_stream_closed_without_an_answer() -> None:
+async def test_serve_truncated_request_is_dropped_without_an_answer() -> None:
     async def handler(exchange: Exchange) -> None:
         raise AssertionError("handler must not run")
 
@@ -392,7 +392,7 @@ async def test_serve_truncated_request_is_stream_closed_without_an_answer() -> N
             handler, (100).to_bytes(4, "big") + b"0123456789", keep_open=False
         )
     assert frames == []
-    assert isinstance(escaped, StreamClosedError)
+    assert escaped is None  # counted and summarised in the log, not one line per stream
 
 
 # --------------------------------------------------------------- the job handler
