@@ -80,7 +80,8 @@ class AdmissionCounters:
     * ``busy``: answered ``busy`` (``job_rejected`` or ``error``) because over capacity;
     * ``shutting_down``: answered ``shutting_down`` (the host is stopping);
     * ``reset``: streams closed without reading them (hard caps: flood defence);
-    * ``timeout``: streams cut at a deadline (request not sent in time, reader stalled).
+    * ``timeout``: streams cut at a deadline (request not sent in time, reader stalled);
+    * ``closed``: streams their requester closed before sending a whole request.
     """
 
     accepted: Counter[str] = field(default_factory=Counter)
@@ -88,11 +89,12 @@ class AdmissionCounters:
     shutting_down: Counter[str] = field(default_factory=Counter)
     reset: Counter[str] = field(default_factory=Counter)
     timeout: Counter[str] = field(default_factory=Counter)
+    closed: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {
             name: dict(getattr(self, name))
-            for name in ("accepted", "busy", "shutting_down", "reset", "timeout")
+            for name in ("accepted", "busy", "shutting_down", "reset", "timeout", "closed")
         }
 
 

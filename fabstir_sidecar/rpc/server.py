@@ -177,6 +177,7 @@ def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:
             _refused.count(f"{protocol} {code}", peer=stream.peer_id, error=str(exc))
             await _send_error(stream, code, str(exc), None)
         except StreamClosedError:
+            counters.closed[protocol] += 1
             _refused.count(f"{protocol} closed before its request")
         return None
 
