@@ -34,9 +34,11 @@ def serve_until_signal(
     messages: bool = True,
     notes: Callable[[DiscoveryManager], list[str]] | None = None,
     close: Callable[[], Awaitable[object]] | None = None,
+    drain: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Run the node ``make_node`` builds until a signal. Text mode prints ``headline(peer
-    id)``, one ``listening:`` line per address, then ``notes(node)``; ``close`` runs last."""
+    id)``, one ``listening:`` line per address, then ``notes(node)``; on the signal,
+    ``drain`` runs while the node still serves (a host finishing its jobs), ``close`` last."""
 
     async def body() -> None:
         async with make_node() as node:
@@ -51,7 +53,12 @@ def serve_until_signal(
                     say(f"listening: {addr}")
                 for line in notes(node) if notes else ():
                     say(line)
-            await anyio.sleep_forever()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                if drain is not None:
+                    with anyio.CancelScope(shield=True):  # bounded by drain's own deadline
+                        await drain()
 
     async def main() -> None:
         try:

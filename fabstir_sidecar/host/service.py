@@ -18,6 +18,7 @@ holds more than its fair share, so a peer that hogs slots cannot lock the others
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -234,7 +235,8 @@ class HostService:
         The node keeps serving status meanwhile; stop the node afterwards. Idempotent.
         """
         self._stopping = True
-        self.node.set_local_host(None)
+        with contextlib.suppress(FabstirError):  # a node that never started
+            self.node.set_local_host(None)
         if self._slots.total == 0:
             return True
         with anyio.move_on_after(drain_timeout or self.config.drain_timeout):
