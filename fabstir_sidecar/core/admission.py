@@ -3,7 +3,8 @@
 Pure logic, no I/O: :class:`FairShare` counts what each peer holds of a capped resource
 (streams, streams still waiting for their request, job slots) and decides whether a peer
 may take one more; :class:`AdmissionCounters` counts what happened to requests, by
-protocol, for the API and the metrics endpoint; :class:`LogSummary` turns a burst of
+protocol, for the API and the metrics endpoint; :class:`RetryEstimator` says how long a
+``busy`` requester should wait; :class:`LogSummary` turns a burst of
 identical events into one log line per interval with their counts.
 
 Fair share: a peer may always take a unit while the resource is lightly used. Under
@@ -16,11 +17,13 @@ that each take a little cannot take it all.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["AdmissionCounters", "FairShare", "LogSummary"]
+__all__ = ["AdmissionCounters", "FairShare", "LogSummary", "RetryEstimator"]
 
 
 class FairShare:
@@ -139,3 +142,65 @@ class LogSummary:
         if window != float("inf"):
             extra["interval_s"] = round(window, 1)
         self._log.log(self._level, self._message, extra=extra)
+
+
+class RetryEstimator:
+    """The ``retry_after`` of busy answers: a controller, not a guess.
+
+    The host cannot know how many requesters wait, but it sees two rates: busy answers and
+    finished jobs (both decayed over ``window`` seconds). If it answers ``busy`` more often
+    than ``target`` x the jobs it finishes, waiting requesters come back too soon: the wait
+    grows (at most x2 per ``step`` s); if less often, it shrinks (at least x0.5). So retries
+    settle near the rate at which slots free up, whatever the number of requesters, and the
+    host spends its CPU on jobs rather than on refusals. Never below one job time over the
+    slots, nor outside [``floor_s``, ``ceiling_s``].
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 1.0,
+        step: float = 0.25,
+        target: float = 0.5,
+        floor_s: float = 0.005,
+        ceiling_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = window
+        self._step = step
+        self._target = target
+        self._floor = floor_s
+        self._ceiling = ceiling_s
+        self._clock = clock
+        self.job_s = 0.05  # EWMA of how long a job holds its slot
+        self.retry_s = 0.05
+        self._busy = 0.0
+        self._done = 0.0
+        self._at = clock()
+        self._adjusted = self._at
+
+    def _decay(self) -> float:
+        now = self._clock()
+        factor = math.exp(-(now - self._at) / self._window)
+        self._busy *= factor
+        self._done *= factor
+        self._at = now
+        return now
+
+    def job_done(self, seconds: float) -> None:
+        self._decay()
+        self._done += 1.0
+        self.job_s += 0.1 * (seconds - self.job_s)
+
+    def busy(self, slots: int) -> float:
+        """Count one busy answer; the seconds it should tell the requester to wait."""
+        now = self._decay()
+        self._busy += 1.0
+        steps = min(8, int((now - self._adjusted) / self._step))
+        if steps:
+            ratio = self._busy / max(self._done, 1.0) / self._target
+            self.retry_s *= min(2.0, max(0.5, ratio)) ** steps
+            self._adjusted = now
+        low = max(self._floor, self.job_s / slots)
+        self.retry_s = min(self._ceiling, max(low, self.retry_s))
+        return self.retry_s

@@ -7,7 +7,7 @@ itself with ``node.set_local_host`` so that those answers list it. With the DHT 
 provides its model keys in the background (``_provide_forever``).
 Job admission is here (stream-level caps are the rpc layer's): a model not served is
 rejected ``model_not_served``; over ``max_jobs`` concurrent jobs, or over a peer's share of
-them, ``busy`` with ``retry_after_ms`` (estimated from recent job durations and demand); a
+them, ``busy`` with ``retry_after_ms`` (``core/admission.RetryEstimator``); a
 stopping host answers ``shutting_down`` and drains its jobs (:meth:`HostService.stop`). A
 backend failure is an ``error/internal`` answer and the host lives on.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend
-from fabstir_sidecar.core.admission import AdmissionCounters, FairShare
+from fabstir_sidecar.core.admission import AdmissionCounters, FairShare, RetryEstimator
 from fabstir_sidecar.core.errors import ConfigError, FabstirError
 from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols import ids
@@ -50,10 +49,6 @@ from fabstir_sidecar.wire.messages import Host, PeerInfo
 log = logging.getLogger(__name__)
 
 BUSY = "busy"
-MIN_RETRY_MS = 5
-MAX_RETRY_MS = 30_000
-DEMAND_WINDOW_S = 1.0
-"""Time constant of the decaying count of recent busy answers (the demand estimate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,25 +95,6 @@ class HostStats:
 
 
 @dataclass(slots=True)
-class _RetryEstimate:
-    """``retry_after_ms`` for busy answers: mean job time x (1 + waiting requesters) / slots."""
-
-    job_s: float = 0.05  # EWMA of job durations
-    demand: float = 0.0  # busy answers, exponentially decayed over DEMAND_WINDOW_S
-    at: float = field(default_factory=time.monotonic)
-
-    def job_done(self, seconds: float) -> None:
-        self.job_s += 0.1 * (seconds - self.job_s)
-
-    def busy_ms(self, slots: int) -> int:
-        now = time.monotonic()
-        self.demand = self.demand * math.exp(-(now - self.at) / DEMAND_WINDOW_S) + 1.0
-        self.at = now
-        estimate = self.job_s * 1000 * self.demand / slots
-        return int(min(MAX_RETRY_MS, max(MIN_RETRY_MS, estimate)))
-
-
-@dataclass(slots=True)
 class _AddrCache:
     addrs: list[str] = field(default_factory=list)
     fetched_at: float = -1e9
@@ -144,7 +120,7 @@ class HostService:
         self._models = frozenset(config.models)
         reserve = max(1, config.max_jobs // 8) if config.max_jobs > 1 else 0
         self._slots = FairShare(config.max_jobs, config.max_jobs - reserve)
-        self._estimate = _RetryEstimate()
+        self._estimate = RetryEstimator()
         self._stopping = False
         self._drained = anyio.Event()
         self.admission = AdmissionCounters()
@@ -215,7 +191,7 @@ class HostService:
         why = self._slots.refusal(peer)
         if why is not None:
             self.admission.busy[protocol] += 1
-            wait = self._estimate.busy_ms(self.config.max_jobs)
+            wait = round(self._estimate.busy(self.config.max_jobs) * 1000)
             detail = "all job slots taken" if why == "full" else "over this peer's share of slots"
             return Rejection(REJECTED_BUSY, f"{BUSY}: {detail}", retry_after_ms=wait)
         self._slots.take(peer)

@@ -9,7 +9,12 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from fabstir_sidecar.core.admission import AdmissionCounters, FairShare, LogSummary
+from fabstir_sidecar.core.admission import (
+    AdmissionCounters,
+    FairShare,
+    LogSummary,
+    RetryEstimator,
+)
 from fabstir_sidecar.core.errors import ConfigError, HostBusyError
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
@@ -109,18 +114,46 @@ def test_a_single_slot_host_serves_a_single_peer() -> None:
     assert h.active_jobs == 0
 
 
-def test_retry_after_grows_with_job_time_and_demand() -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_after_grows_while_busy_answers_outpace_finished_jobs() -> None:
+    clock = Clock()
+    estimate = RetryEstimator(clock=clock)
+    first = estimate.busy(8)
+    for _ in range(20):  # 100 busy answers per finished job, for 2 s
+        clock.now += 0.1
+        estimate.job_done(0.001)
+        for _ in range(100):
+            estimate.busy(8)
+    assert estimate.retry_s > 10 * first
+    assert estimate.retry_s <= 30.0
+
+
+def test_retry_after_shrinks_to_a_job_time_when_refusals_are_rare() -> None:
+    clock = Clock()
+    estimate = RetryEstimator(clock=clock)
+    estimate.retry_s = 5.0
+    for _ in range(40):  # many jobs finish, a busy answer now and then
+        clock.now += 0.25
+        for _ in range(50):
+            estimate.job_done(0.2)
+        estimate.busy(4)
+    assert estimate.retry_s == pytest.approx(max(0.005, estimate.job_s / 4), rel=0.01)
+
+
+def test_busy_answers_carry_retry_after_ms() -> None:
     h = host(2)
     h.try_admit("m", "a", JOB)
     h.try_admit("m", "b", JOB)
-    for _ in range(50):  # jobs take about 1 s
-        h._estimate.job_done(1.0)
-    first = h.try_admit("m", "c", JOB)
-    later = [h.try_admit("m", "c", JOB) for _ in range(10)][-1]
-    assert first is not None and later is not None
-    assert first.retry_after_ms is not None and later.retry_after_ms is not None
-    assert 300 <= first.retry_after_ms <= 1000  # about one job time / 2 slots
-    assert later.retry_after_ms > first.retry_after_ms  # more waiting requesters
+    refused = h.try_admit("m", "c", JOB)
+    assert refused is not None and refused.retry_after_ms is not None
+    assert refused.retry_after_ms >= 5
 
 
 def test_model_not_served_and_config_checks() -> None:

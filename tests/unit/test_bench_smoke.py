@@ -34,6 +34,8 @@ from bench.stats import (
         "bench.rtt",
         "bench.throughput",
         "bench.load",
+        "bench.admission",
+        "bench.attacks",
         "bench.discovery",
         "bench.cost",
         "bench.plots",
@@ -48,7 +50,7 @@ def test_cli_parses_the_documented_command() -> None:
 
     args = parse_args(["--quick", "--only", "rtt", "load", "--out", "x.json"])
     assert args.quick and args.only == ["rtt", "load"] and str(args.out) == "x.json"
-    assert set(CASES) == {"rtt", "throughput", "load", "discovery", "cost"}
+    assert set(CASES) == {"rtt", "throughput", "load", "discovery", "cost", "admission"}
     with pytest.raises(SystemExit):
         parse_args(["--only", "nope"])
 
