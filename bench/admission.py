@@ -75,7 +75,9 @@ async def run_load(ctx: Ctx) -> None:
     duration = ctx.pick(0.6, 3.0)
     rounds = ctx.pick(1, 2)
     async with (
-        host_process(ctx, raw=True, name="adm-host", max_jobs=1000) as host,
+        host_process(
+            ctx, raw=True, name="adm-host", max_jobs=1000, profile_as="admission-load"
+        ) as host,
         contextlib.AsyncExitStack() as stack,
     ):
         nodes = await _nodes(ctx, stack, SPREAD, host.addr)
@@ -216,7 +218,12 @@ async def _overload(ctx: Ctx, paced: bool) -> None:
     deadline = 10.0
     kind_name = "paced" if paced else "unpaced"
     async with (
-        host_process(ctx, name="adm-overload", max_jobs=8) as host,
+        host_process(
+            ctx,
+            name=f"adm-overload-{kind_name}",
+            max_jobs=8,
+            profile_as=f"admission-overload-{kind_name}",
+        ) as host,
         _prober(ctx, host.addr) as prober,
         contextlib.AsyncExitStack() as stack,
     ):
