@@ -92,6 +92,10 @@ async def _await_requester_close(stream: DaemonStream, linger: float) -> None:
             pass
 
 
+EVICT_AFTER = 0.25
+"""Seconds a stream must have waited for its request before it may be cut to make room."""
+
+
 class _Waiting:
     """Streams that have not sent their full request yet: a fairly shared pool of its own.
 
@@ -129,9 +133,6 @@ class _Waiting:
                 scope.cancel()
                 return True
         return False
-
-
-EVICT_AFTER = 0.25
 
 
 def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:

@@ -238,3 +238,22 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
     pacer.release("ok")
     await pacer.acquire()
     assert pacer.inflight == 1
+
+
+@pytest.mark.anyio
+async def test_a_full_waiting_pool_cuts_its_oldest_stream_for_a_newcomer() -> None:
+    from fabstir_sidecar.rpc.server import EVICT_AFTER, _Waiting
+
+    waiting = _Waiting(RpcLimits(max_concurrent=4, max_per_peer=4, min_share=1))  # pool of 2
+    old = [anyio.CancelScope(), anyio.CancelScope()]
+    assert waiting.enter("sybil-1", old[0]) is None
+    assert waiting.enter("sybil-2", old[1]) is None
+    young = anyio.CancelScope()
+    assert waiting.enter("honest", young) == "full"  # nobody waited long enough yet
+    await anyio.sleep(EVICT_AFTER + 0.05)
+    assert waiting.enter("honest", young) is None
+    assert old[0].cancel_called and not old[1].cancel_called
+    waiting.leave("sybil-1", old[0])
+    waiting.leave("honest", young)
+    waiting.leave("sybil-2", old[1])
+    assert waiting.shares.total == 0
