@@ -65,32 +65,37 @@ def inference_handler(host: JobHost) -> RequestHandler:
             temperature=request.temperature,
         )
         started = time.monotonic()
-        try:
-            completion = await host.backend.complete(job)
-        except BackendError as exc:
-            await exchange.send(
-                ErrorMessage(
-                    code=ERROR_INTERNAL, message=str(exc), job_id=request.request_id
-                ).to_json()
-            )
-            host.report(
-                JobEvent(exchange.peer_id, request.request_id, request.model, "error", str(exc))
-            )
-            return
+        try:  # the slot is held until the answer is written (as for jobs)
+            await _answer(host, exchange, request, job)
         finally:
             host.release(exchange.peer_id, time.monotonic() - started)
-        await exchange.send(
-            InferenceResponse(
-                request_id=request.request_id,
-                content=completion.text,
-                tokens_used=completion.tokens_used,
-                model_used=request.model,
-                finish_reason=completion.finish_reason,
-            ).to_json()
-        )
-        host.report(JobEvent(exchange.peer_id, request.request_id, request.model, "result"))
 
     return handle
+
+
+async def _answer(
+    host: JobHost, exchange: Exchange, request: InferenceRequest, job: JobRequest
+) -> None:
+    try:
+        completion = await host.backend.complete(job)
+    except BackendError as exc:
+        await exchange.send(
+            ErrorMessage(code=ERROR_INTERNAL, message=str(exc), job_id=request.request_id).to_json()
+        )
+        host.report(
+            JobEvent(exchange.peer_id, request.request_id, request.model, "error", str(exc))
+        )
+        return
+    await exchange.send(
+        InferenceResponse(
+            request_id=request.request_id,
+            content=completion.text,
+            tokens_used=completion.tokens_used,
+            model_used=request.model,
+            finish_reason=completion.finish_reason,
+        ).to_json()
+    )
+    host.report(JobEvent(exchange.peer_id, request.request_id, request.model, "result"))
 
 
 async def request_inference(

@@ -95,36 +95,42 @@ def job_handler(host: JobHost) -> RequestHandler:
             host.report(JobEvent(peer, job_id, request.model, "rejected", reason))
             return
         started = time.monotonic()
-        try:
-            if request.stream:
-                # ``async with``: a requester that goes away mid-stream releases the backend.
-                # Tokens go out in batches (at most BATCH_DELAY late), all before the result.
-                async with host.backend.stream(request) as tokens, exchange.batched() as out:
-                    async for text in tokens:
-                        await out.send(JobToken(job_id=job_id, text=text).to_json())
-                    completion = tokens.completion
-            else:
-                completion = await host.backend.complete(request)
-        except BackendError as exc:
-            log.warning("backend failed", extra={"job_id": job_id, "error": str(exc)})
-            await exchange.send(
-                ErrorMessage(code=ERROR_INTERNAL, message=str(exc), job_id=job_id).to_json()
-            )
-            host.report(JobEvent(peer, job_id, request.model, "error", str(exc)))
-            return
+        try:  # the slot is held until the answer is written: it measures the host's work
+            await _run_job(host, exchange, request)
         finally:
             host.release(peer, time.monotonic() - started)
-        await exchange.send(
-            JobResult(
-                job_id=job_id,
-                content=completion.text,
-                tokens_used=completion.tokens_used,
-                finish_reason=completion.finish_reason,
-            ).to_json()
-        )
-        host.report(JobEvent(peer, job_id, request.model, "result"))
 
     return handle
+
+
+async def _run_job(host: JobHost, exchange: Exchange, request: JobRequest) -> None:
+    job_id, peer = request.job_id, exchange.peer_id
+    try:
+        if request.stream:
+            # ``async with``: a requester that goes away mid-stream releases the backend.
+            # Tokens go out in batches (at most BATCH_DELAY late), all before the result.
+            async with host.backend.stream(request) as tokens, exchange.batched() as out:
+                async for text in tokens:
+                    await out.send(JobToken(job_id=job_id, text=text).to_json())
+                completion = tokens.completion
+        else:
+            completion = await host.backend.complete(request)
+    except BackendError as exc:
+        log.warning("backend failed", extra={"job_id": job_id, "error": str(exc)})
+        await exchange.send(
+            ErrorMessage(code=ERROR_INTERNAL, message=str(exc), job_id=job_id).to_json()
+        )
+        host.report(JobEvent(peer, job_id, request.model, "error", str(exc)))
+        return
+    await exchange.send(
+        JobResult(
+            job_id=job_id,
+            content=completion.text,
+            tokens_used=completion.tokens_used,
+            finish_reason=completion.finish_reason,
+        ).to_json()
+    )
+    host.report(JobEvent(peer, job_id, request.model, "result"))
 
 
 async def job_frames(
