@@ -240,6 +240,22 @@ async def timed_batch(op: Callable[[], Awaitable[object]], n: int) -> list[float
     return samples
 
 
+def cold_start(ctx: Ctx, **options: Any) -> Batch:
+    """A batch that starts one new node (``options`` over the bench defaults), timing
+    ``create_node`` to ready in ms, then stops it."""
+
+    async def start(_: int) -> list[float]:
+        node = ctx.node(**options)
+        t0 = time.perf_counter()
+        await node.create_node()
+        elapsed = (time.perf_counter() - t0) * 1000
+        ctx.track(node)
+        await node.stop()
+        return [elapsed]
+
+    return start
+
+
 def batch_of(op: Callable[[], Awaitable[object]]) -> Batch:
     async def run(n: int) -> list[float]:
         return await timed_batch(op, n)

@@ -5,15 +5,13 @@ connection and per open stream (/proc/<pid>/fd)."""
 from __future__ import annotations
 
 import contextlib
-import time
-from typing import Any
 
 import anyio
 
 from fabstir_sidecar.node.manager import DiscoveryManager
 
 from . import refs
-from .common import Batch, Ctx, host_process, interleaved, raw_p2pd
+from .common import Batch, Ctx, cold_start, host_process, interleaved, raw_p2pd
 from .procs import fd_count, progress, rss_kib
 from .stats import Figure, Row, Target
 
@@ -32,50 +30,25 @@ async def run(ctx: Ctx) -> None:
 async def _startup(ctx: Ctx) -> None:
     rounds = ctx.pick(2, 10)
 
-    def cold_start(**options: Any) -> Batch:
-        async def start(_: int) -> list[float]:
-            node = ctx.node(**options)
-            t0 = time.perf_counter()
-            await node.create_node()
-            elapsed = (time.perf_counter() - t0) * 1000
-            ctx.track(node)
-            await node.stop()
-            return [elapsed]
-
-        return start
-
     async def raw(_: int) -> list[float]:
         async with raw_p2pd(ctx) as daemon:
             return [daemon.ready_ms]
 
     batches: dict[str, Batch] = {
-        "ours": cold_start(),
-        "ours_dht": cold_start(enable_dht=True, dht_mode="server"),
+        "ours": cold_start(ctx),
+        "ours_dht": cold_start(ctx, enable_dht=True, dht_mode="server"),
         "raw": raw,
     }
     progress(f"cost: {rounds} cold starts per method")
     samples = await interleaved(batches, rounds=rounds, per_round=1, warmup=1)
     fig = {k: Figure.of(v, "ms") for k, v in samples.items()}
-    ctx.add(
-        Row(
-            "cost.node_start",
-            "node cold start to ready (DiscoveryManager.create_node, DHT off)",
-            fig["ours"],
-            fig["raw"],
-            "raw p2pd spawn to ready (DaemonProcess + IDENTIFY)",
-            Target("<", 300, on="value", text="< 0.3 s"),
-        )
-    )
-    ctx.add(
-        Row(
-            "cost.node_start_dht",
-            "node cold start to ready, DHT server mode",
-            fig["ours_dht"],
-            fig["raw"],
-            "raw p2pd spawn to ready (DaemonProcess + IDENTIFY)",
-            Target("<", 300, on="value", text="< 0.3 s"),
-        )
-    )
+    spawn = "raw p2pd spawn to ready (DaemonProcess + IDENTIFY)"
+    under = Target("<", 300, on="value", text="< 0.3 s")
+    for name, ours, what in (
+        ("node_start", "ours", "node cold start to ready (DiscoveryManager.create_node, DHT off)"),
+        ("node_start_dht", "ours_dht", "node cold start to ready, DHT server mode"),
+    ):
+        ctx.add(Row(f"cost.{name}", what, fig[ours], fig["raw"], spawn, under))
 
 
 # ------------------------------------------------------------------- memory
@@ -101,26 +74,25 @@ async def _memory(ctx: Ctx) -> None:
             await anyio.sleep(1.0)
             per_node.append(((rss_kib(proc.pid) or 0) / MIB - base[-1]) / many)
         raw_daemon.append(await _raw_daemon_rss(ctx))
-    ctx.add(
-        Row(
-            "mem.python_idle_node",
+    under = Target("<", 60, on="value", text="< 60 MB")
+    for name, what, ours, ref, label in (
+        (
+            "python_idle_node",
             "Python process RSS with one idle node (interpreter + package + node)",
-            Figure.of(one, "MiB"),
-            Figure.of(base, "MiB"),
+            one,
+            base,
             "same process, no node (interpreter + imports)",
-            Target("<", 60, on="value", text="< 60 MB"),
-        )
-    )
-    ctx.add(
-        Row(
-            "mem.python_per_extra_node",
+        ),
+        (
+            "python_per_extra_node",
             f"Python RSS per idle node, {many} nodes in one process, above the baseline",
-            Figure.of(per_node, "MiB"),
-            Figure.of(one, "MiB"),
+            per_node,
+            one,
             "one-node process",
-            Target("<", 60, on="value", text="< 60 MB"),
-        )
-    )
+        ),
+    ):
+        mib = Figure.of(ours, "MiB"), Figure.of(ref, "MiB")
+        ctx.add(Row(f"mem.{name}", what, *mib, label, under))
     ctx.add(
         Row(
             "mem.p2pd_idle",
@@ -184,23 +156,24 @@ async def _fds(ctx: Ctx) -> None:
             t1 = _fd()
     tcp_per = (t1 - t0) / streams
     tcp_fig = Figure.of([tcp_per], "fds")
-    ctx.add(
-        Row(
-            "fd.per_connection",
-            f"fds per libp2p connection, Python + p2pd ({peers} peers)",
-            Figure.of([((py1 - py0) + (d1 - d0)) / peers], "fds"),
-            tcp_fig,
-            "plain TCP connection",
-            extra={"python": (py1 - py0) / peers, "p2pd": (d1 - d0) / peers},
+    per = {  # row: (what is opened, how many (text, number), the extra fds of Python, of p2pd)
+        "connection": ("libp2p connection", f"{peers} peers", peers, py1 - py0, d1 - d0),
+        "stream": (
+            "open stream",
+            f"{streams} streams on one connection",
+            streams,
+            py2 - py1,
+            d2 - d1,
+        ),
+    }
+    for kind, (what, detail, count, py, d) in per.items():
+        ctx.add(
+            Row(
+                f"fd.per_{kind}",
+                f"fds per {what}, Python + p2pd ({detail})",
+                Figure.of([(py + d) / count], "fds"),
+                tcp_fig,
+                "plain TCP connection",
+                extra={"python": py / count, "p2pd": d / count},
+            )
         )
-    )
-    ctx.add(
-        Row(
-            "fd.per_stream",
-            f"fds per open stream, Python + p2pd ({streams} streams on one connection)",
-            Figure.of([((py2 - py1) + (d2 - d1)) / streams], "fds"),
-            tcp_fig,
-            "plain TCP connection",
-            extra={"python": (py2 - py1) / streams, "p2pd": (d2 - d1) / streams},
-        )
-    )

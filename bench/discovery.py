@@ -36,6 +36,12 @@ HOSTS_PER_PROCESS = 25
 CRITERIA = HostCriteria(required_models=(MODEL,))
 
 
+DHT_ROWS = {  # row: (what it measures, the reference: p2pclient on the same daemons)
+    "dht_provide": ("DHT PROVIDE of a new key", "p2pclient dht_provide"),
+    "dht_find": ("DHT FIND_PROVIDERS to the first provider", "p2pclient dht_find_providers"),
+}
+
+
 async def raw_spawn_ms(ctx: Ctx) -> float:
     """p2pd spawn to ready (first IDENTIFY answered), as DaemonProcess does it."""
     async with raw_p2pd(ctx, enable_dht=True, dht_mode="server") as daemon:
@@ -44,26 +50,15 @@ async def raw_spawn_ms(ctx: Ctx) -> float:
 
 async def run(ctx: Ctx) -> None:
     sizes = ctx.pick([4], [n for n in (10, 50, 100) if n <= ctx.max_hosts])
-    series: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "hosts",
-            "warm_p50",
-            "warm_p99",
-            "cold_median",
-            "status_queries",
-            "candidates",
-            "provide_ms",
-            "find_ms",
-            "start_s",
-        )
-    }
+    series: dict[str, list[float]] = {}
     for n in sizes:
-        await _network(ctx, n, series)
+        for key, value in (await _network(ctx, n)).items():
+            series.setdefault(key, []).append(value)
     ctx.series["discovery"] = series
 
 
-async def _network(ctx: Ctx, n: int, series: dict[str, list[float]]) -> None:
+async def _network(ctx: Ctx, n: int) -> dict[str, float]:
+    """The rows of a network of ``n`` hosts; returns its point of the plotted series."""
     warm_n = ctx.pick(3, 15)
     cold_n = ctx.pick(1, 5)
     dht_n = ctx.pick(1, 3)
@@ -210,37 +205,25 @@ async def _network(ctx: Ctx, n: int, series: dict[str, list[float]]) -> None:
             extra={"candidates": Figure.of(candidates, "peers").to_json()},
         )
     )
-    ctx.add(
-        Row(
-            f"disc.n{n}.dht_provide",
-            f"DHT PROVIDE of a new key, {n} hosts",
-            Figure.of(provide, "ms"),
-            Figure.of(pc_provide, "ms"),
-            "p2pclient dht_provide",
-        )
-    )
-    ctx.add(
-        Row(
-            f"disc.n{n}.dht_find",
-            f"DHT FIND_PROVIDERS to the first provider, {n} hosts",
-            Figure.of(find, "ms"),
-            Figure.of(pc_find, "ms"),
-            "p2pclient dht_find_providers",
-        )
-    )
-    series["hosts"].append(n)
-    series["warm_p50"].append(lat.median)
-    series["warm_p99"].append(lat.p99 or math.nan)
-    series["cold_median"].append(Figure.of(cold, "ms").median)
-    series["status_queries"].append(Figure.of(queries, "").median)
-    series["candidates"].append(Figure.of(candidates, "").median)
-    series["provide_ms"].append(Figure.of(provide, "").median)
-    series["find_ms"].append(Figure.of(find, "").median)
-    series["start_s"].append(started_s)
+    dht = {"dht_provide": (provide, pc_provide), "dht_find": (find, pc_find)}
+    for key, (what, label) in DHT_ROWS.items():
+        ours, ref = (Figure.of(samples, "ms") for samples in dht[key])
+        ctx.add(Row(f"disc.n{n}.{key}", f"{what}, {n} hosts", ours, ref, label))
     progress(
         f"discovery n={n}: warm {lat.median:.1f} ms, cold {Figure.of(cold, '').median:.0f} ms, "
         f"{Figure.of(queries, '').median:.0f} status queries"
     )
+    point: dict[str, float] = {"hosts": n, "warm_p50": lat.median, "warm_p99": lat.p99 or math.nan}
+    for key, samples in (
+        ("cold_median", cold),
+        ("status_queries", queries),
+        ("candidates", candidates),
+        ("provide_ms", provide),
+        ("find_ms", find),
+    ):
+        point[key] = Figure.of(samples, "").median
+    point["start_s"] = started_s
+    return point
 
 
 async def _first_lookup(node: DiscoveryManager) -> None:

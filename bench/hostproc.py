@@ -29,6 +29,7 @@ import anyio.abc
 from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.rpc.limits import RpcLimits
 
 from . import refs
 
@@ -87,7 +88,7 @@ async def run_one(
                 if args.raw and index == 0:
                     for protocol, handler in refs.RAW_HANDLERS.items():
                         await node.add_stream_handler(
-                            protocol, handler, max_concurrent=4096, max_per_peer=4096
+                            protocol, handler, RpcLimits(max_concurrent=4096, max_per_peer=4096)
                         )
                 running = Running(index, node, service, time.perf_counter() - t0)
             if args.wait_advertised and service is not None:

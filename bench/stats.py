@@ -278,13 +278,19 @@ def results_document(
     }
 
 
-def _check_figure(where: str, fig: Any, errors: list[str]) -> None:
-    if not isinstance(fig, Mapping):
+def _has_keys(where: str, obj: Any, keys: set[str], errors: list[str]) -> bool:
+    """Whether ``obj`` is an object with every one of ``keys``; if not, say so in ``errors``."""
+    if not isinstance(obj, Mapping):
         errors.append(f"{where}: not an object")
-        return
-    missing = _FIGURE_KEYS - set(fig)
+        return False
+    missing = keys - set(obj)
     if missing:
         errors.append(f"{where}: missing {sorted(missing)}")
+    return not missing
+
+
+def _check_figure(where: str, fig: Any, errors: list[str]) -> None:
+    if not _has_keys(where, fig, _FIGURE_KEYS, errors):
         return
     for key in ("median", "min", "max"):
         if not isinstance(fig[key], int | float):
@@ -310,12 +316,7 @@ def validate_results(doc: Any) -> list[str]:
     seen: set[str] = set()
     for i, row in enumerate(results):
         where = f"results[{i}]"
-        if not isinstance(row, Mapping):
-            errors.append(f"{where}: not an object")
-            continue
-        missing = _ROW_KEYS - set(row)
-        if missing:
-            errors.append(f"{where}: missing {sorted(missing)}")
+        if not _has_keys(where, row, _ROW_KEYS, errors):
             continue
         if row["name"] in seen:
             errors.append(f"{where}: duplicate name {row['name']!r}")

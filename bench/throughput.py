@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import anyio.abc
 
 from fabstir_sidecar.client import FabstirClient, RetryConfig
+from fabstir_sidecar.daemon.stream import DaemonStream
 from fabstir_sidecar.rpc.frames import write_frame
 from fabstir_sidecar.wire.framing import encode_frame, encode_json_frame
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
@@ -48,29 +49,22 @@ async def run(ctx: Ctx) -> None:
         assert host.tcp_port is not None
         port = host.tcp_port
 
-        async def ours_frames(_: int) -> list[float]:
-            stream = await node.control.open_stream(peer, [refs.FRAMED_SINK])
-            try:
-                t0 = time.perf_counter()
-                await stream.send(struct.pack(">Q", frames))
-                for _ in range(frames):
-                    await stream.send(encode_frame(payload))
-                await stream.receive_exactly(1)
-                return [frames / (time.perf_counter() - t0)]
-            finally:
-                await stream.aclose()
+        def ours_via(protocol: str, send: Callable[[DaemonStream], Awaitable[None]]) -> Batch:
+            """Our sink: ``frames`` frames, each written by ``send``, then the 1-byte ack."""
 
-        async def ours_json(_: int) -> list[float]:
-            stream = await node.control.open_stream(peer, [refs.JSON_SINK])
-            try:
-                t0 = time.perf_counter()
-                await stream.send(struct.pack(">Q", frames))
-                for _ in range(frames):
-                    await write_frame(stream, json_message)
-                await stream.receive_exactly(1)
-                return [frames / (time.perf_counter() - t0)]
-            finally:
-                await stream.aclose()
+            async def batch(_: int) -> list[float]:
+                stream = await node.control.open_stream(peer, [protocol])
+                try:
+                    t0 = time.perf_counter()
+                    await stream.send(struct.pack(">Q", frames))
+                    for _ in range(frames):
+                        await send(stream)
+                    await stream.receive_exactly(1)
+                    return [frames / (time.perf_counter() - t0)]
+                finally:
+                    await stream.aclose()
+
+            return batch
 
         def bulk_via(connect: Connect) -> Batch:
             """The reference sink: raw 1 MiB frames, then the 1-byte ack."""
@@ -92,8 +86,8 @@ async def run(ctx: Ctx) -> None:
         progress(f"throughput: {rounds} rounds x {frames} MiB per method")
         bulk = await interleaved(
             {
-                "ours": ours_frames,
-                "ours_json": ours_json,
+                "ours": ours_via(refs.FRAMED_SINK, lambda s: s.send(encode_frame(payload))),
+                "ours_json": ours_via(refs.JSON_SINK, lambda s: write_frame(s, json_message)),
                 "raw": bulk_via(lambda: raw.open_reader(peer, refs.SINK)),
                 "tcp": bulk_via(lambda: refs.open_tcp(port, b"S")),
             },

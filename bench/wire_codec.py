@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from fabstir_sidecar.wire.json_codec import decode_json_object, encode_json
 from fabstir_sidecar.wire.messages import JobRequest, JobToken, Status
+from tests.wire_samples import HOST_JSON
 
 NUMBER = 200_000
 REPEAT = 7
@@ -22,20 +23,7 @@ TOKEN_BYTES = encode_json(TOKEN_JSON)
 REQUEST_JSON = JobRequest(
     job_id="0123456789abcdef", model="llama-3.2-1b-instruct", prompt="hello", max_tokens=64
 ).to_json()
-STATUS_JSON = {
-    "type": "status",
-    "host": {
-        "peer_id": "12D3KooWHost",
-        "addrs": ["/ip4/127.0.0.1/tcp/4001"],
-        "models": ["llama-3.2-1b-instruct"],
-        "reputation": 90,
-        "uptime_s": 3600,
-        "location": "US",
-        "active_jobs": 1,
-        "max_jobs": 4,
-        "version": "0.1.0",
-    },
-}
+STATUS_JSON = {"type": "status", "host": HOST_JSON}
 
 CASES: dict[str, tuple[Callable[[], object], int]] = {
     "job_token.to_json": (TOKEN.to_json, NUMBER),

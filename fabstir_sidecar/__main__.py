@@ -1,5 +1,5 @@
-"""``python -m fabstir_sidecar`` runs the CLI."""
+"""``python -m fabstir_sidecar`` runs the CLI (through the console script's entry point)."""
 
-from fabstir_sidecar.cli.app import main
+from fabstir_sidecar_entry import main
 
 main()

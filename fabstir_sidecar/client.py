@@ -12,18 +12,16 @@ jitter, bounded in attempts and in total time, honouring a host's ``retry_after`
 
 Never retried: bad input, rejections, protocol errors. When every attempt failed,
 ``RetryExhaustedError`` says how many were made and why each failed. ``busy`` answers count
-against ``RetryConfig.busy_attempts``, not ``attempts``: a busy host is pacing us, not failing.
-
-Pacing (``rpc/pacing.py``): jobs and inferences to one host are kept within a window of
-requests in flight (excess callers queue locally), grown on success, shrunk on ``busy`` and
-capped by the host's advertised ``max_jobs`` (learned from its status record, fetched in the
-background on first contact), so that a ``gather`` of 1,000 jobs does not overflow a host.
+against ``RetryConfig.busy_attempts``, not ``attempts``. Pacing (``rpc/pacing.py``): jobs to
+one host stay within a window (callers queue locally) capped by its advertised ``max_jobs``,
+so that a ``gather`` of 1,000 jobs does not overflow a host.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +44,7 @@ from fabstir_sidecar.core.errors import (
     RetryableError,
     RetryExhaustedError,
 )
+from fabstir_sidecar.core.jobstats import JOB_DURATION_BUCKETS, ClientStats, job_outcome
 from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols.discovery import request_discovery
 from fabstir_sidecar.protocols.inference import request_inference
@@ -53,6 +52,7 @@ from fabstir_sidecar.protocols.job import job_frames, run_job_once
 from fabstir_sidecar.protocols.status import HostStatus, request_status
 from fabstir_sidecar.rpc.pacing import Pacer, Pacers
 from fabstir_sidecar.wire.messages import (
+    ChatMessage,
     InferenceRequest,
     InferenceResponse,
     JobRequest,
@@ -60,6 +60,15 @@ from fabstir_sidecar.wire.messages import (
     JobToken,
     PeerInfo,
 )
+
+__all__ = [
+    "DEFAULT_JOB_TIMEOUT",
+    "JOB_DURATION_BUCKETS",
+    "ClientStats",
+    "FabstirClient",
+    "JobStream",
+    "RetryConfig",
+]
 
 T = TypeVar("T")
 
@@ -118,24 +127,17 @@ class FabstirClient:
         self.retry = retry or RetryConfig()
         self.request_timeout = request_timeout or node.config.connection_timeout
         self.job_timeout = job_timeout
-        self.pacing = pacing
-        self.pacers = Pacers()
+        self.stats = ClientStats()
+        self.pacers = Pacers(enabled=pacing, on_first_use=self._learn_capacity)
         """The in-flight window per host peer id (``rpc/pacing.py``)."""
 
-    def _pacer(self, peer_id: str) -> Pacer:
-        """The window for ``peer_id``; on first contact, learn its capacity in the background."""
-        first = peer_id not in self.pacers
-        pacer = self.pacers[peer_id]
-        if first:
-            with contextlib.suppress(FabstirError):  # not running: the attempt will say so
-                self.node.spawn(self._learn_capacity, peer_id)
-        return pacer
+    def _learn_capacity(self, peer_id: str) -> None:
+        async def learn() -> None:  # a failure leaves pacing to learn from busy answers
+            with contextlib.suppress(FabstirError):
+                await self._status(peer_id)
 
-    async def _learn_capacity(self, peer_id: str) -> None:
-        try:
-            await self._status(peer_id)
-        except FabstirError:
-            return  # not a host we can ask: pacing learns from busy answers alone
+        with contextlib.suppress(FabstirError):  # not running: the attempt will say so
+            self.node.spawn(learn)
 
     async def _resolve(self, peer: str) -> str:
         """A multiaddr is (re)dialed on every attempt: after a host restart its address holds."""
@@ -200,9 +202,6 @@ class FabstirClient:
             raise RetryExhaustedError(operation, failures) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _paced(self, peer_id: str) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._pacer(peer_id).slot() if self.pacing else contextlib.nullcontext()
-
     async def get_status(self, peer: str) -> HostStatus:
         """The host's own record plus the measured round trip (ms)."""
 
@@ -239,6 +238,7 @@ class FabstirClient:
         temperature: float | None,
         stream: bool,
         job_id: str | None,
+        messages: Sequence[ChatMessage] | None,
     ) -> JobRequest:
         return JobRequest(
             job_id=job_id or uuid.uuid4().hex,
@@ -247,6 +247,7 @@ class FabstirClient:
             max_tokens=max_tokens,
             temperature=temperature,
             stream=stream,
+            messages=None if messages is None else tuple(messages),
         )
 
     async def run_job(
@@ -258,17 +259,28 @@ class FabstirClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         job_id: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> JobResult:
-        request = self._job(model, prompt, max_tokens, temperature, False, job_id)
+        """One job, its whole result at once. ``messages``: the chat ``prompt`` was rendered
+        from (docs/protocol.md §6.1), for chat-capable backends."""
+        request = self._job(model, prompt, max_tokens, temperature, False, job_id, messages)
 
         async def once() -> JobResult:
             peer_id = await self._resolve(peer)
-            async with self._paced(peer_id):
+            async with self.pacers.slot(peer_id):
                 return await run_job_once(
                     self.node.control, peer_id, request, timeout=self.job_timeout
                 )
 
-        return await self._retrying(f"job {request.job_id} on {peer}", once, NOT_RUN)
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            return await self._retrying(f"job {request.job_id} on {peer}", once, NOT_RUN)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self.stats.record(job_outcome(failure), time.perf_counter() - started)
 
     def stream_job(
         self,
@@ -279,9 +291,10 @@ class FabstirClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         job_id: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
     ) -> JobStream:
         """``async for token in client.stream_job(...)``; then ``.result`` holds the result."""
-        request = self._job(model, prompt, max_tokens, temperature, True, job_id)
+        request = self._job(model, prompt, max_tokens, temperature, True, job_id, messages)
         return JobStream(self, peer, request)
 
     async def infer(
@@ -306,7 +319,7 @@ class FabstirClient:
 
         async def once() -> InferenceResponse:
             peer_id = await self._resolve(peer)
-            async with self._paced(peer_id):
+            async with self.pacers.slot(peer_id):
                 return await request_inference(
                     self.node.control, peer_id, request, timeout=self.job_timeout
                 )
@@ -332,7 +345,7 @@ class JobStream:
 
         async def open_and_first() -> tuple[Frames, JobToken | JobResult, Pacer | None]:
             peer_id = await client._resolve(self._peer)
-            pacer = client._pacer(peer_id) if client.pacing else None
+            pacer = client.pacers.get(peer_id)
             if pacer is not None:
                 await pacer.acquire()
             frames = job_frames(
@@ -346,18 +359,27 @@ class JobStream:
                     pacer.release("busy" if isinstance(exc, HostBusyError) else "failed")
                 raise
 
-        # Retried only while the job cannot have run (see the module doc).
-        frames, frame, pacer = await client._retrying(
-            f"job {self.request.job_id} on {self._peer}", open_and_first, NOT_RUN
-        )
-        outcome: Literal["ok", "failed"] = "failed"
+        started = time.perf_counter()
+        failure: BaseException | None = None
         try:
-            while isinstance(frame, JobToken):
-                yield frame.text
-                frame = await anext(frames)
-            self.result = frame
-            outcome = "ok"
+            # Retried only while the job cannot have run (see the module doc).
+            frames, frame, pacer = await client._retrying(
+                f"job {self.request.job_id} on {self._peer}", open_and_first, NOT_RUN
+            )
+            outcome: Literal["ok", "failed"] = "failed"
+            try:
+                while isinstance(frame, JobToken):
+                    client.stats.tokens_streamed += 1
+                    yield frame.text
+                    frame = await anext(frames)
+                self.result = frame
+                outcome = "ok"
+            finally:
+                await frames.aclose()
+                if pacer is not None:
+                    pacer.release(outcome)
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            await frames.aclose()
-            if pacer is not None:
-                pacer.release(outcome)
+            client.stats.record(job_outcome(failure), time.perf_counter() - started)

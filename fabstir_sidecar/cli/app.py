@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
 
-from fabstir_sidecar.cli import daemon_cmd, demo_cmd, discovery_cmd, host_cmd, node_cmd
+from fabstir_sidecar.cli import (
+    daemon_cmd,
+    demo_cmd,
+    discovery_cmd,
+    gateway_cmd,
+    host_cmd,
+    node_cmd,
+)
 from fabstir_sidecar.core.logs import LogFormat, setup_logging
 
 app = typer.Typer(
@@ -28,6 +36,7 @@ app.command("bootstrap")(discovery_cmd.bootstrap)
 app.command("find")(discovery_cmd.find)
 app.command("diagnose")(discovery_cmd.diagnose)
 app.command("demo")(demo_cmd.demo)
+app.command("gateway")(gateway_cmd.gateway)
 
 
 @app.callback()
@@ -41,8 +50,13 @@ def _global(
     ] = "logfmt",
 ) -> None:
     """Logs go to stderr (structured); stdout carries results and JSON-lines events."""
+    if log_level.strip().upper() not in logging.getLevelNamesMapping():
+        raise typer.BadParameter(
+            f"{log_level!r} is not a log level (debug, info, warning, error, critical)",
+            param_hint="--log-level",
+        )
     fmt: LogFormat = "json" if log_format.lower() == "json" else "logfmt"
-    setup_logging(log_level, fmt)
+    setup_logging(log_level.strip(), fmt)
 
 
 def main() -> None:

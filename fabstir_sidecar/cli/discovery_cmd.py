@@ -30,8 +30,15 @@ def bootstrap(
     json_out: opt.JsonOpt = False,
     p2pd: opt.P2pdOpt = None,
     max_connections: opt.BootstrapMaxConnOpt = None,
+    relay_service: opt.RelayServiceOpt = None,
+    autonat: opt.AutonatOpt = None,
+    hole_punching: opt.HolePunchOpt = None,
+    force_reachability: opt.ReachabilityOpt = None,
+    metrics_addr: opt.MetricsAddrOpt = None,
 ) -> None:
-    """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line)."""
+    """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line).
+
+    It relays circuits for hosts behind NAT (every p2pd does; docs/nat.md)."""
     with failures_reported():
         cfg = opt.node_config(
             "bootstrap",
@@ -40,6 +47,13 @@ def bootstrap(
             p2pd=p2pd,
             announce=announce,
             max_connections=max_connections,
+            **opt.nat_options(
+                relay_service=relay_service,
+                autonat=autonat,
+                hole_punching=hole_punching,
+                force_reachability=force_reachability,
+                metrics_addr=metrics_addr,
+            ),
         )
         serve_until_signal(
             lambda: DiscoveryManager(cfg),
@@ -96,13 +110,32 @@ def diagnose(
     announce: opt.AnnounceOpt = None,
     json_out: opt.JsonDocOpt = False,
     p2pd: opt.P2pdOpt = None,
+    relay_client: opt.RelayClientOpt = None,
+    relay: opt.RelayOpt = None,
+    nat_portmap: opt.NatPortmapOpt = None,
+    force_reachability: opt.ReachabilityOpt = None,
+    reachability_wait: Annotated[
+        float,
+        typer.Option("--reachability-wait", help="Seconds to give AutoNAT for a verdict."),
+    ] = 0.0,
 ) -> None:
-    """Start a node and report: running, peers, each bootstrap peer, DHT table, addresses."""
+    """Start a node and report: running, peers, each bootstrap peer, DHT table, addresses,
+    and whether it is reachable from outside (public / private / unknown) and how."""
     with failures_reported():
         cfg = opt.node_config(
-            "client", listen=listen, bootstrap=bootstrap, p2pd=p2pd, announce=announce
+            "client",
+            listen=listen,
+            bootstrap=bootstrap,
+            p2pd=p2pd,
+            announce=announce,
+            **opt.nat_options(
+                relay_client=relay_client,
+                relay=relay,
+                nat_portmap=nat_portmap,
+                force_reachability=force_reachability,
+            ),
         )
-        report = anyio.run(run_diagnose, cfg)
+        report = anyio.run(lambda: run_diagnose(cfg, reachability_wait=reachability_wait))
     if json_out:
         say(json.dumps(report.to_json(), ensure_ascii=False))
     else:
@@ -125,3 +158,11 @@ def _print_report(report: DiagnoseReport) -> None:
         state = "reachable" if entry.ok else f"UNREACHABLE ({entry.error})"
         say(f"bootstrap:        {entry.address}: {state}")
     say(f"DHT:              {report.dht.to_json()}")
+    found = report.reachability
+    if found is not None:
+        say(f"reachability:     {found.status} ({found.source})")
+        for label, addrs in (("mapped", found.mapped_addrs), ("relayed", found.relayed_addrs)):
+            for addr in addrs:
+                say(f"{label + ' address:':<18}{addr}")
+        for note in found.notes:
+            say(f"note:             {note}")

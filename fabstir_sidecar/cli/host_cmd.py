@@ -81,6 +81,14 @@ def host(
     dht_mode: opt.DhtModeOpt = None,
     max_connections: opt.MaxConnOpt = None,
     connection_timeout: opt.TimeoutMsOpt = None,
+    relay_service: opt.RelayServiceOpt = None,
+    relay_client: opt.RelayClientOpt = None,
+    relay: opt.RelayOpt = None,
+    autonat: opt.AutonatOpt = None,
+    hole_punching: opt.HolePunchOpt = None,
+    nat_portmap: opt.NatPortmapOpt = None,
+    force_reachability: opt.ReachabilityOpt = None,
+    metrics_addr: opt.MetricsAddrOpt = None,
 ) -> None:
     """Run a host until SIGINT/SIGTERM: status, jobs (streamed), discovery, inference."""
     with failures_reported():
@@ -95,6 +103,16 @@ def host(
             dht_mode=dht_mode,
             max_connections=max_connections,
             connection_timeout_ms=connection_timeout,
+            **opt.nat_options(
+                relay_service=relay_service,
+                relay_client=relay_client,
+                relay=relay,
+                autonat=autonat,
+                hole_punching=hole_punching,
+                nat_portmap=nat_portmap,
+                force_reachability=force_reachability,
+                metrics_addr=metrics_addr,
+            ),
         )
         host_cfg = HostConfig(
             models=tuple(model),

@@ -32,6 +32,8 @@ def node(
     dht_mode: opt.DhtModeOpt = None,
     max_connections: opt.MaxConnOpt = None,
     connection_timeout: opt.TimeoutMsOpt = None,
+    daemon: opt.DaemonKindOpt = None,
+    daemon_image: opt.DaemonImageOpt = None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM, printing received SDK messages.
 
@@ -49,6 +51,8 @@ def node(
             dht_mode=dht_mode,
             max_connections=max_connections,
             connection_timeout_ms=connection_timeout,
+            daemon=daemon,
+            daemon_image=daemon_image,
         )
         serve_until_signal(
             lambda: DiscoveryManager(cfg),

@@ -15,18 +15,45 @@ from typing import Any, NoReturn
 import anyio
 import typer
 
+from fabstir_sidecar.cli.events import StdoutWriter
 from fabstir_sidecar.core.errors import ConfigError, FabstirError
+
+_writer: StdoutWriter | None = None
 
 
 def emit_event(event: str, **fields: Any) -> None:
     """Print one ``{"event": ..., ...}`` line on stdout and flush it at once."""
-    sys.stdout.write(json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    say(json.dumps({"event": event, **fields}, ensure_ascii=False))
 
 
 def say(text: str) -> None:
+    """One line on stdout: written at once, or, inside :func:`nonblocking_stdout`, handed
+    to its writer thread (dropped if the reader stalls)."""
+    if _writer is not None:
+        _writer.write_line(text)
+        return
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def nonblocking_stdout() -> Iterator[StdoutWriter | None]:
+    """While serving, stdout lines never block the event loop (see cli/events.py). A stdout
+    without a file descriptor (a test runner's buffer) is written directly, as before."""
+    global _writer
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        yield None
+        return
+    writer = StdoutWriter(fd)
+    _writer = writer
+    try:
+        yield writer
+    finally:
+        _writer = None
+        writer.close()
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -1,6 +1,7 @@
 """The shape the long-running commands (``node``, ``host``, ``bootstrap``) share: start a
 node, print its ``ready`` line (or the text version), print SDK messages, serve until
-SIGINT/SIGTERM (:func:`~fabstir_sidecar.cli.output.run_until_shutdown_signal`)."""
+SIGINT/SIGTERM (:func:`~fabstir_sidecar.cli.output.run_until_shutdown_signal`), or exit 1
+once the node's daemon is gone for good. Stdout never blocks serving (cli/events.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import Any
 
 import anyio
 
-from fabstir_sidecar.cli.output import emit_event, run_until_shutdown_signal, say
+from fabstir_sidecar.cli.output import (
+    emit_event,
+    nonblocking_stdout,
+    run_until_shutdown_signal,
+    say,
+)
+from fabstir_sidecar.core.errors import DaemonUnavailableError
 from fabstir_sidecar.node.manager import DiscoveryManager
 
 
@@ -54,11 +61,15 @@ def serve_until_signal(
                 for line in notes(node) if notes else ():
                     say(line)
             try:
-                await anyio.sleep_forever()
-            finally:
+                reason = await node.wait_daemon_failure()
+            except anyio.get_cancelled_exc_class():  # the signal: let jobs in flight finish
                 if drain is not None:
                     with anyio.CancelScope(shield=True):  # bounded by drain's own deadline
                         await drain()
+                raise
+        # A node without its daemon serves nothing: exit non-zero so that systemd or a
+        # compose restart policy notices (the supervisor logged why it gave up).
+        raise DaemonUnavailableError(f"p2pd is gone for good, stopping the node: {reason}")
 
     async def main() -> None:
         try:
@@ -67,4 +78,5 @@ def serve_until_signal(
             if close is not None:
                 await close()
 
-    anyio.run(main)
+    with nonblocking_stdout():
+        anyio.run(main)

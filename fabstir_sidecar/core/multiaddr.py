@@ -23,6 +23,7 @@ __all__ = [
     "parse_multiaddr",
     "split_peer_multiaddr",
     "strip_peer",
+    "tcp_host_port",
     "with_peer",
 ]
 
@@ -36,6 +37,17 @@ class PeerAddrs:
 
     peer_id: PeerId
     addrs: tuple[str, ...] = ()
+
+
+def tcp_host_port(addr: str) -> tuple[str, int] | None:
+    """``("1.2.3.4", 5)`` for ``/ip4/1.2.3.4/tcp/5`` (or ``/ip6/...``); None for other shapes."""
+    try:
+        parts = str(Multiaddr(addr)).split("/")
+    except Exception:  # third-party boundary: any parse failure means "not this shape"
+        return None
+    if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+        return None
+    return parts[2], int(parts[4])
 
 
 def strip_peer(addr: str) -> str:

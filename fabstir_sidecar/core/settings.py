@@ -19,13 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
+from fabstir_sidecar.core.defaults import DEFAULT_TIMEOUT, MAX_MESSAGE_SIZE
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.core.multiaddr import (
     check_bootstrap_addr,
     check_control_addr,
     check_listen_addr,
 )
+from fabstir_sidecar.core.nat_options import (
+    NAT_ENV_FIELDS,
+    NAT_ENV_VARS,
+    ForcedReachability,
+    check_nat_options,
+)
 from fabstir_sidecar.core.validate import (
+    P2PD_INT_MAX,
     check_bool,
     check_int,
     check_list,
@@ -50,6 +58,9 @@ __all__ = [
 
 DhtMode = Literal["auto", "server", "client"]
 DHT_MODES: Final[tuple[str, ...]] = get_args(DhtMode)
+DaemonKind = Literal["process", "docker"]
+DAEMON_KINDS: Final[tuple[str, ...]] = get_args(DaemonKind)
+DEFAULT_DAEMON_IMAGE: Final = "fabstir-p2pd:local"  # built by daemon/build_images.py
 
 DEFAULT_LISTEN: Final[tuple[str, ...]] = ("/ip4/127.0.0.1/tcp/0",)
 DEFAULT_PROTOCOL_PREFIX: Final = "/fabstir-llm/1.0.0"
@@ -66,6 +77,12 @@ ENV_VARS: Final[dict[str, str]] = {
     "P2P_DATA_DIR": "directory for the node's state (peer cache); unset: nothing persisted",
     "P2P_DAEMON_ADDR": "attach to a running p2pd at this control multiaddr (/unix/... or "
     "/ip4/.../tcp/...) instead of starting one",
+    "P2P_DAEMON": "how to start p2pd when not attaching: process (default) or docker (a "
+    "container of P2P_DAEMON_IMAGE, through the Docker SDK: pip install 'fabstir-sidecar[docker]')",
+    "P2P_DAEMON_IMAGE": f"image of the docker daemon (default {DEFAULT_DAEMON_IMAGE})",
+    "P2P_HANDLER_ADDR": "where the node listens for the streams p2pd forwards, as the daemon "
+    "dials it (/unix/<path> or /ip4/<ip>/tcp/<port>); default: chosen from the control address",
+    **NAT_ENV_VARS,
 }
 
 
@@ -96,8 +113,12 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
             n("dht_mode"), values["dht_mode"], f"expected one of {', '.join(DHT_MODES)}"
         )
 
-    out["max_connections"] = check_int(values["max_connections"], n("max_connections"), minimum=1)
-    out["min_connections"] = check_int(values["min_connections"], n("min_connections"), minimum=0)
+    out["max_connections"] = check_int(
+        values["max_connections"], n("max_connections"), minimum=1, maximum=P2PD_INT_MAX
+    )
+    out["min_connections"] = check_int(
+        values["min_connections"], n("min_connections"), minimum=0, maximum=P2PD_INT_MAX
+    )
     if out["min_connections"] > out["max_connections"]:
         raise ConfigError(
             n("min_connections"),
@@ -155,6 +176,25 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["control_addr"] = (
         None if control is None else check_control_addr(control, name=n("control_addr"))
     )
+    handler = check_optional_str(values["handler_addr"], n("handler_addr"))
+    out["handler_addr"] = (
+        None if handler is None else check_control_addr(handler, name=n("handler_addr"))
+    )
+    if values["daemon"] not in DAEMON_KINDS:
+        raise ConfigError(
+            n("daemon"), values["daemon"], f"expected one of {', '.join(DAEMON_KINDS)}"
+        )
+    if values["daemon"] == "docker" and out["control_addr"] is not None:
+        raise ConfigError(
+            n("daemon"),
+            values["daemon"],
+            "a docker daemon is started by the node: not with an attach address",
+        )
+    image = check_optional_str(values["daemon_image"], n("daemon_image"))
+    if image is None or any(c.isspace() for c in image):
+        raise ConfigError(n("daemon_image"), values["daemon_image"], "expected an image name")
+    out["daemon_image"] = image
+    out.update(check_nat_options(values, n))
     return out
 
 
@@ -179,7 +219,11 @@ _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str, str], Any]]]] = {
     "P2P_CONNECTION_TIMEOUT": ("connection_timeout", env_millis),
     "P2P_IDENTITY_FILE": ("identity_file", env_path),
     "P2P_DAEMON_ADDR": ("control_addr", env_str),
+    "P2P_DAEMON": ("daemon", env_str),
+    "P2P_DAEMON_IMAGE": ("daemon_image", env_str),
+    "P2P_HANDLER_ADDR": ("handler_addr", env_str),
     "P2P_DATA_DIR": ("data_dir", env_path),
+    **NAT_ENV_FIELDS,
 }
 
 
@@ -202,10 +246,10 @@ class NodeConfig:
     enable_mdns: bool = True
     max_connections: int = 10
     min_connections: int = 0
-    connection_timeout: float = 30.0
+    connection_timeout: float = DEFAULT_TIMEOUT
     """Seconds (the ``P2P_CONNECTION_TIMEOUT`` environment variable is milliseconds)."""
     protocol_prefix: str = DEFAULT_PROTOCOL_PREFIX
-    max_message_size: int = 1_048_576
+    max_message_size: int = MAX_MESSAGE_SIZE
     identity_file: Path | None = None
     p2pd_path: str | None = None
     control_addr: str | None = None
@@ -224,11 +268,41 @@ class NodeConfig:
     """Seconds between mDNS queries (RFC 6762 allows no less than 1)."""
     provide_interval: float = 3600.0
     """Seconds between DHT re-provides of a host's model records (docs/protocol.md §8)."""
+    daemon: DaemonKind = "process"
+    """How p2pd is started when not attaching: a local ``process`` or a ``docker`` container."""
+    daemon_image: str = DEFAULT_DAEMON_IMAGE
+    handler_addr: str | None = None
+    """Listen address of the inbound-stream handler, as p2pd dials it. None: a unix socket
+    next to a unix control socket, else a TCP port on the address that routes to p2pd."""
+    # NAT traversal (docs/nat.md; checked in core/nat_options.py).
+    relay_service: bool = True
+    """Relay circuits for other peers (bootstrap nodes are the relays of hosts behind NAT).
+    False passes ``-relayService=false``, which p2pd 1.1.12 ignores: every p2pd relays
+    (measured; a warning is logged, docs/nat.md)."""
+    relay_client: bool = False
+    """Reserve slots on ``relays`` and advertise /p2p-circuit addresses when unreachable."""
+    relays: tuple[str, ...] = ()
+    """Relays the relay client uses; empty: the bootstrap nodes."""
+    enable_autonat: bool = False
+    """Answer other peers' AutoNAT probes (the AutoNAT client is always on)."""
+    enable_hole_punching: bool = False
+    """DCUtR: upgrade relayed connections to direct ones (p2pd ties it to ``-autonat``)."""
+    enable_nat_portmap: bool = False
+    """Ask the router for a port mapping (UPnP-IGD / NAT-PMP)."""
+    force_reachability: ForcedReachability = "auto"
+    """``auto``: AutoNAT decides; ``public``/``private``: labs, containers, known setups."""
+    metrics_addr: str | None = None
+    """p2pd's Prometheus endpoint (host:port); None: a loopback port when a NAT feature is on."""
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for key, value in _validate(values, {}).items():
             object.__setattr__(self, key, value)
+
+    @property
+    def relay_addrs(self) -> tuple[str, ...]:
+        """The relays this node reserves on and dials through: ``relays``, else bootstrap."""
+        return self.relays or self.bootstrap
 
     @property
     def message_protocol(self) -> str:

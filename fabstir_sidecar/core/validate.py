@@ -18,6 +18,9 @@ from fabstir_sidecar.core.errors import ConfigError
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off"})
 
+P2PD_INT_MAX: Final = 2**63 - 1
+"""The largest value p2pd's integer flags (Go ``int``, 64-bit) accept, e.g. ``-connHi``."""
+
 
 def check_list(value: object, *, name: str, check: Callable[..., str]) -> tuple[str, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
@@ -37,11 +40,13 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
-def check_int(value: object, name: str, *, minimum: int) -> int:
+def check_int(value: object, name: str, *, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, value, "expected an integer")
     if value < minimum:
         raise ConfigError(name, value, f"must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, value, f"must be <= {maximum}")
     return value
 
 
@@ -105,10 +110,19 @@ def env_millis(raw: str, var: str) -> float:
     return millis / 1000.0
 
 
-def seconds_from_millis(millis: float | None) -> float | None:
+def seconds_from_millis(millis: float | None, name: str = "milliseconds") -> float | None:
     """A duration given in milliseconds (as the CLI flags and ``P2P_*`` variables give it)
-    in seconds, the unit of every ``NodeConfig`` field; ``None`` (not given) stays ``None``."""
-    return None if millis is None else millis / 1000.0
+    in seconds, the unit of every ``NodeConfig`` field; ``None`` (not given) stays ``None``.
+
+    Checked here, in the user's unit: ``name`` (the flag) is what the error calls it, so
+    ``--connection-timeout -5`` is reported as ``-5`` milliseconds, not ``-0.005``."""
+    if millis is None:
+        return None
+    if isinstance(millis, bool) or not isinstance(millis, int | float):
+        raise ConfigError(name, millis, "expected a number of milliseconds")
+    if not math.isfinite(millis) or millis <= 0:
+        raise ConfigError(name, millis, "must be a positive, finite number of milliseconds")
+    return millis / 1000.0
 
 
 def env_path(raw: str, var: str) -> Path:

@@ -50,6 +50,13 @@ def multiaddr_to_bytes(addr: str) -> bytes:
     return bytes(Multiaddr(addr).to_bytes())
 
 
+def handler_addr_bytes(handler: Path | str) -> bytes:
+    """A handler listener's address for p2pd: our unix socket's path, or a multiaddr."""
+    return (
+        unix_multiaddr_bytes(handler) if isinstance(handler, Path) else multiaddr_to_bytes(handler)
+    )
+
+
 def multiaddr_from_bytes(raw: bytes) -> str | None:
     try:
         return str(Multiaddr(raw))

@@ -16,23 +16,23 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-from multiaddr import Multiaddr
 
+from fabstir_sidecar.core.defaults import DEFAULT_TIMEOUT
 from fabstir_sidecar.core.errors import (
     ConfigError,
     DaemonUnavailableError,
     FabstirTimeoutError,
 )
-from fabstir_sidecar.core.multiaddr import PeerAddrs
+from fabstir_sidecar.core.multiaddr import PeerAddrs, tcp_host_port
 from fabstir_sidecar.core.peer_id import PeerId
 from fabstir_sidecar.daemon import p2pd_pb2 as pb
 from fabstir_sidecar.daemon.codec import (
     addrs_from_bytes,
+    handler_addr_bytes,
     multiaddr_to_bytes,
     peer_addrs,
     read_message,
     request,
-    unix_multiaddr_bytes,
 )
 from fabstir_sidecar.daemon.errors import classify_daemon_error
 from fabstir_sidecar.daemon.stream import DaemonStream
@@ -55,7 +55,7 @@ class DaemonControl:
     """
 
     def __init__(
-        self, control_addr: str, *, gate: Gate = _no_gate, request_timeout: float = 30.0
+        self, control_addr: str, *, gate: Gate = _no_gate, request_timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         self.control_addr = control_addr
         self._gate = gate
@@ -65,18 +65,13 @@ class DaemonControl:
         if control_addr.startswith("/unix/"):
             self._unix_path = control_addr[len("/unix") :]
         else:
-            try:
-                parts = str(Multiaddr(control_addr)).split("/")
-                if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
-                    raise ValueError("unsupported shape")
-                host, port = parts[2], int(parts[4])
-            except Exception as exc:
+            self._tcp = tcp_host_port(control_addr)
+            if self._tcp is None:
                 raise ConfigError(
                     "control_addr",
                     control_addr,
                     "expected /unix/<path>, /ip4/<ip>/tcp/<port> or /ip6/<ip>/tcp/<port>",
-                ) from exc
-            self._tcp = (str(host), port)
+                )
 
     async def _open(self) -> anyio.abc.ByteStream:
         self._gate()
@@ -242,15 +237,16 @@ class DaemonControl:
 
     # -- inbound stream handlers (served by daemon.handlers.HandlerServer) ----------
 
-    async def register_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
+    async def register_handler(self, address: Path | str, protocols: Sequence[str]) -> None:
+        """``address``: our unix socket's path, or the multiaddr the daemon dials."""
         handler = pb.StreamHandlerRequest(
-            addr=unix_multiaddr_bytes(socket_path), proto=list(protocols), balanced=False
+            addr=handler_addr_bytes(address), proto=list(protocols), balanced=False
         )
         await self._call(request(type=pb.Request.STREAM_HANDLER, streamHandler=handler))
 
-    async def unregister_handler(self, socket_path: Path, protocols: Sequence[str]) -> None:
+    async def unregister_handler(self, address: Path | str, protocols: Sequence[str]) -> None:
         remove = pb.RemoveStreamHandlerRequest(
-            addr=unix_multiaddr_bytes(socket_path), proto=list(protocols)
+            addr=handler_addr_bytes(address), proto=list(protocols)
         )
         req = request(type=pb.Request.REMOVE_STREAM_HANDLER, removeStreamHandler=remove)
         await self._call(req)

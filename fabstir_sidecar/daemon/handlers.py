@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import anyio
 import anyio.abc
 
 from fabstir_sidecar.core.admission import AdmissionCounters, FairShare, LogSummary
 from fabstir_sidecar.core.errors import StreamClosedError
+from fabstir_sidecar.core.multiaddr import tcp_host_port
 from fabstir_sidecar.core.peer_id import PeerId
 from fabstir_sidecar.daemon import p2pd_pb2 as pb
 from fabstir_sidecar.daemon.codec import read_message
@@ -51,6 +54,25 @@ class _Registration:
         return self.streams.total
 
 
+def handler_addr_for(control_addr: str) -> str | None:
+    """Where to listen for inbound streams so that the daemon at ``control_addr`` reaches us.
+
+    None for a unix control socket (the caller keeps its private unix socket). For TCP: a free
+    port on the local address that routes to the daemon, which is loopback for a daemon in our
+    own network namespace (compose ``network_mode: service:p2pd``) and our interface on the
+    shared network for a daemon in another container.
+    """
+    target = tcp_host_port(control_addr)
+    if target is None:
+        return None
+    host, port = target
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:  # no packet is sent
+        probe.connect((host, port))
+        local = str(probe.getsockname()[0])
+    return f"/{'ip6' if family == socket.AF_INET6 else 'ip4'}/{local}/tcp/0"
+
+
 class HandlerServer:
     """Receives the inbound streams p2pd forwards to our unix socket and dispatches them.
 
@@ -63,10 +85,16 @@ class HandlerServer:
     """
 
     def __init__(
-        self, control: DaemonControl, socket_path: Path, *, header_timeout: float = 10.0
+        self, control: DaemonControl, socket_path: Path | str, *, header_timeout: float = 10.0
     ) -> None:
+        """``socket_path``: a unix socket path, or a ``/ip4/<ip>/tcp/<port>`` multiaddr to
+        listen on (port 0: any; ``address`` then has the real port once serving)."""
         self._control = control
-        self.socket_path = socket_path
+        self._tcp = tcp_host_port(socket_path) if isinstance(socket_path, str) else None
+        if isinstance(socket_path, str) and self._tcp is None:
+            socket_path = Path(socket_path.removeprefix("/unix"))
+        self.socket_path: Path | None = None if self._tcp else Path(socket_path)
+        self.address: Path | str = self.socket_path or str(socket_path)
         self._header_timeout = header_timeout
         self._handlers: dict[str, _Registration] = {}
         self._ready = anyio.Event()
@@ -90,7 +118,7 @@ class HandlerServer:
         streams = FairShare(max_concurrent, max_per_peer, min_share=min_share)
         self._handlers[protocol] = _Registration(handler, streams, counters)
         try:
-            await self._control.register_handler(self.socket_path, [protocol])
+            await self._control.register_handler(self.address, [protocol])
         except BaseException:
             self._handlers.pop(protocol, None)
             raise
@@ -98,17 +126,26 @@ class HandlerServer:
     async def register_all(self) -> None:
         """Re-announce every handler (after the daemon restarted and forgot them)."""
         if self._handlers:
-            await self._control.register_handler(self.socket_path, list(self._handlers))
+            await self._control.register_handler(self.address, list(self._handlers))
 
     async def unregister_all(self) -> None:
         if self._handlers:
-            await self._control.unregister_handler(self.socket_path, list(self._handlers))
+            await self._control.unregister_handler(self.address, list(self._handlers))
 
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        remove_socket(self.socket_path)
-        listener = await anyio.create_unix_listener(self.socket_path)
+        listener: anyio.abc.SocketListener
+        if self._tcp is not None:
+            host, port = self._tcp
+            tcp = await anyio.create_tcp_listener(local_host=host, local_port=port)
+            listener = cast(anyio.abc.SocketListener, tcp.listeners[0])  # an IP: one listener
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            self.address = f"/{'ip6' if ':' in host else 'ip4'}/{host}/tcp/{port}"
+        else:
+            assert self.socket_path is not None
+            remove_socket(self.socket_path)
+            listener = await anyio.create_unix_listener(self.socket_path)
         try:
             async with listener, anyio.create_task_group() as tg:
                 self._ready.set()
@@ -122,7 +159,8 @@ class HandlerServer:
                         continue
                     tg.start_soon(self._dispatch, sock)
         finally:
-            remove_socket(self.socket_path)
+            if self.socket_path is not None:
+                remove_socket(self.socket_path)
 
     async def _read_stream_info(self, sock: anyio.abc.ByteStream) -> DaemonStream:
         """The stream p2pd announces with the StreamInfo header it sends first."""

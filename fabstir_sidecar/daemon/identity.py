@@ -39,6 +39,10 @@ def _peer_id(public_key: bytes) -> str:
     return b58encode(bytes([_IDENTITY_MULTIHASH, len(marshalled)]) + marshalled)
 
 
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 def peer_id_from_key_file(path: Path) -> str:
     """Peer id of the key in ``path``; :class:`ConfigError` naming the file if invalid."""
 
@@ -48,7 +52,7 @@ def peer_id_from_key_file(path: Path) -> str:
     try:
         blob = Path(path).read_bytes()
     except OSError as exc:
-        raise bad(f"cannot read it: {exc.strerror or exc}") from exc
+        raise bad(f"cannot read it: {_why(exc)}") from exc
     key = crypto_pb2.PrivateKey()
     try:
         key.ParseFromString(blob)
@@ -71,6 +75,15 @@ def peer_id_from_key_file(path: Path) -> str:
     return _peer_id(public)
 
 
+def new_identity_key() -> tuple[bytes, str]:
+    """A new Ed25519 key, marshalled as p2pd's ``-id`` file holds it, and its peer id."""
+    seed: bytes = ECC.generate(curve="Ed25519").seed
+    public = _public_key(seed)
+    blob = crypto_pb2.PrivateKey(key_type=crypto_pb2.Ed25519, data=seed + public)
+    marshalled: bytes = blob.SerializeToString()
+    return marshalled, _peer_id(public)
+
+
 def generate_identity(path: Path) -> str:
     """Create a new key file at ``path`` (mode 0600) and return its peer id.
 
@@ -80,17 +93,20 @@ def generate_identity(path: Path) -> str:
     path = Path(path)
     if path.exists():
         raise ConfigError(_OPTION, str(path), "already exists; refusing to overwrite it")
-    key = ECC.generate(curve="Ed25519")
-    seed: bytes = key.seed
-    public = _public_key(seed)
-    blob = crypto_pb2.PrivateKey(key_type=crypto_pb2.Ed25519, data=seed + public)
+    blob, peer_id = new_identity_key()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file 0600, so the key is never readable by others.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(_OPTION, str(path), f"cannot create it: {blocker} is not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp creates the file 0600, so the key is never readable by others.
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    except OSError as exc:  # a parent that is a file, read-only or missing filesystem...
+        raise ConfigError(_OPTION, str(path), f"cannot create it: {_why(exc)}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(blob.SerializeToString())
+            out.write(blob)
             out.flush()
             os.fsync(out.fileno())
         try:
@@ -103,17 +119,22 @@ def generate_identity(path: Path) -> str:
         except OSError:
             # A filesystem without hard links: fall back to rename.
             os.replace(tmp_name, path)
+    except OSError as exc:  # disk full, I/O error...
+        raise ConfigError(_OPTION, str(path), f"cannot write it: {_why(exc)}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-    return _peer_id(public)
+    return peer_id
 
 
 def load_or_create_identity(path: Path) -> str:
     """Peer id of the key in ``path``, creating a new key there first if there is none."""
     path = Path(path)
     if not path.exists():
-        with contextlib.suppress(ConfigError):
+        try:
             return generate_identity(path)
+        except ConfigError:
+            if not path.exists():
+                raise  # it could not be created (the error says why)
         # Lost a creation race: someone else wrote the file, use theirs.
     return peer_id_from_key_file(path)

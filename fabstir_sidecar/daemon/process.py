@@ -8,6 +8,8 @@ The only module that starts subprocesses (besides ``pip`` in binary.py). Rules i
 * readiness is a real control round trip (the caller's ``ready_check``), not a sleep;
 * stop = SIGTERM, then SIGKILL after a grace period, always under a shielded cancel scope so
   Ctrl-C or a crashing task cannot skip it; the control socket is removed afterwards;
+* go-libp2p's ``SO_REUSEPORT`` is off (``LIBP2P_TCP_REUSEPORT=false``), so a port another
+  process listens on is refused ("port already in use"), never silently shared;
 * on Linux the child gets ``PR_SET_PDEATHSIG`` (through util-linux ``setpriv``) so that even a
   SIGKILLed Python process does not leave an orphan daemon behind.
 """
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -46,17 +49,31 @@ class DaemonSpec:
     bootstrap: tuple[str, ...] = ()
     announce: tuple[str, ...] = ()
     identity_file: Path | None = None
+    identity_key: bytes | None = field(default=None, repr=False)
+    """An ephemeral key (marshalled, as ``identity_file`` would hold it) used when there is no
+    ``identity_file``: handed to p2pd without ever being written to disk (:class:`_KeyHandoff`)."""
     enable_dht: bool = True
     dht_mode: DhtMode = "auto"
     conn_low: int = 0
     conn_high: int = 10
+    # NAT traversal (docs/nat.md). p2pd's defaults: relay service on, everything else off.
+    relay_service: bool = True
+    relay_client: bool = False
+    relays: tuple[str, ...] = ()
+    """Trusted relays of the relay client; empty: the bootstrap peers."""
+    autonat_service: bool = False
+    """``-autonat``: the AutoNAT service and DCUtR hole punching (one flag in p2pd)."""
+    nat_portmap: bool = False
+    force_reachability: Literal["auto", "public", "private"] = "auto"
+    metrics_addr: str | None = None
     extra_args: tuple[str, ...] = ()
 
     def with_listen(self, listen: tuple[str, ...]) -> DaemonSpec:
         return replace(self, listen=listen)
 
 
-def build_argv(spec: DaemonSpec) -> list[str]:
+def build_argv(spec: DaemonSpec, identity_path: str | None = None) -> list[str]:
+    """p2pd's argv; ``identity_path`` is where the child reads ``spec.identity_key``."""
     argv = [
         str(spec.binary),
         "-listen",
@@ -77,10 +94,46 @@ def build_argv(spec: DaemonSpec) -> list[str]:
         argv += ["-announceAddrs", ",".join(spec.announce)]
     if spec.identity_file is not None:
         argv += ["-id", str(spec.identity_file)]
+    elif identity_path is not None:
+        argv += ["-id", identity_path]
     if spec.enable_dht:
         argv.append({"auto": "-dht", "server": "-dhtServer", "client": "-dhtClient"}[spec.dht_mode])
+    argv += _nat_args(spec)
     argv += list(spec.extra_args)
     return argv
+
+
+def daemon_environment() -> dict[str, str]:
+    """Our environment, with go-libp2p's TCP ``SO_REUSEPORT`` off: with it on, a second node
+    binds a port another already listens on and the two share its connections."""
+    return {**os.environ, "LIBP2P_TCP_REUSEPORT": "false"}
+
+
+def _nat_args(spec: DaemonSpec) -> list[str]:
+    """Relay, AutoNAT, hole punching, port mapping, reachability and metrics flags.
+
+    ``-relayService=false`` is passed when asked, but p2pd 1.1.12 relays for others anyway
+    (measured, as with ``-relay=false``, which also breaks ``-autoRelay``: not passed);
+    ``-autoRelay`` needs a DHT flag, which NodeConfig checks. With
+    ``-relayDiscovery`` on (p2pd's default) go-libp2p waits for 4 relay candidates or 3
+    minutes before its first reservation; off, the trusted relays are static relays and the
+    reservation is made within a second (measured, docs/nat.md).
+    """
+    args = [] if spec.relay_service else ["-relayService=false"]
+    if spec.relay_client:
+        args.append("-autoRelay")
+        relays = spec.relays or spec.bootstrap
+        if relays:
+            args += ["-trustedRelays", ",".join(relays), "-relayDiscovery=false"]
+    if spec.autonat_service:
+        args.append("-autonat")
+    if spec.nat_portmap:
+        args.append("-natPortMap")
+    if spec.force_reachability != "auto":
+        args.append(f"-forceReachability{spec.force_reachability.capitalize()}")
+    if spec.metrics_addr is not None:
+        args += ["-metricsAddr", spec.metrics_addr]
+    return args
 
 
 def _death_signal_prefix() -> list[str]:
@@ -89,6 +142,39 @@ def _death_signal_prefix() -> list[str]:
         return []
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
+class _KeyHandoff:
+    """Gives p2pd's ``-id`` an ephemeral key that never outlives us, even after a SIGKILL.
+
+    On Linux, a memfd (memory only) passed to the child and read as ``/dev/fd/N``. Elsewhere,
+    a 0600 file beside the control socket. Either is closed or removed as soon as p2pd is
+    ready: it reads ``-id`` once, before it opens its control socket.
+    """
+
+    def __init__(self, key: bytes, directory: Path) -> None:
+        self._fd: int | None = None
+        self._file: Path | None = None
+        self.pass_fds: tuple[int, ...] = ()
+        if hasattr(os, "memfd_create"):
+            self._fd = os.memfd_create("fabstir-identity", os.MFD_CLOEXEC)
+            os.write(self._fd, key)  # a 68-byte write to a memfd is never short
+            self.pass_fds = (self._fd,)
+            self.path = f"/dev/fd/{self._fd}"
+        else:  # pragma: no cover - not Linux
+            self._file = directory / "identity.key"
+            fd = os.open(self._file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(key)
+            self.path = str(self._file)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._file is not None:
+            self._file.unlink(missing_ok=True)
+            self._file = None
 
 
 class DaemonProcess:
@@ -136,25 +222,35 @@ class DaemonProcess:
     ) -> None:
         """Spawn p2pd and return once ``ready_check`` succeeds against its control socket."""
         remove_socket(self.spec.control_socket)  # a SIGKILLed predecessor leaves it behind
-        argv = _death_signal_prefix() + build_argv(self.spec)
-        log.debug("spawning p2pd", extra={"argv": argv})
+        key = self.spec.identity_key
+        handoff = None if key is None else _KeyHandoff(key, self.spec.control_socket.parent)
         try:
-            self._proc = await anyio.open_process(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, not p2pd directly
+            argv = _death_signal_prefix() + build_argv(
+                self.spec, None if handoff is None else handoff.path
             )
-        except OSError as exc:
-            raise DaemonStartError(f"cannot execute {self.spec.binary}: {exc}") from exc
-        task_group.start_soon(self._pump_stdout)
-        task_group.start_soon(self._pump_stderr_and_wait)
-        try:
-            await self._wait_ready(ready_check, timeout)
-        except BaseException:
-            await self.stop(grace=1.0)
-            raise
+            log.debug("spawning p2pd", extra={"argv": argv})
+            try:
+                self._proc = await anyio.open_process(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,  # Ctrl-C in a terminal reaches us, not p2pd
+                    env=daemon_environment(),
+                    pass_fds=() if handoff is None else handoff.pass_fds,
+                )
+            except OSError as exc:
+                raise DaemonStartError(f"cannot execute {self.spec.binary}: {exc}") from exc
+            task_group.start_soon(self._pump_stdout)
+            task_group.start_soon(self._pump_stderr_and_wait)
+            try:
+                await self._wait_ready(ready_check, timeout)
+            except BaseException:
+                await self.stop(grace=1.0)
+                raise
+        finally:
+            if handoff is not None:  # p2pd read -id at start, before it answered us
+                handoff.close()
         log.info(
             "p2pd ready",
             extra={"p2pd_pid": self.pid, "control": str(self.spec.control_socket)},
@@ -184,7 +280,11 @@ class DaemonProcess:
     async def _raise_exited(self) -> None:
         # _exited is set only after stderr reached EOF and the exit code was collected,
         # so the daemon's last words are already in failure_reason().
-        raise DaemonStartError(self.failure_reason(), returncode=self.returncode)
+        reason = self.failure_reason()
+        if "address already in use" in reason:
+            listen = ", ".join(self.spec.listen)
+            reason = f"port already in use ({listen}): {reason}"
+        raise DaemonStartError(reason, returncode=self.returncode)
 
     async def _pump_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

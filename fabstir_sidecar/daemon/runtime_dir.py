@@ -30,7 +30,7 @@ def _base_dir() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,7 +61,7 @@ def sweep_stale(base: Path | None = None) -> list[Path]:
             continue
         if st.st_uid != uid or not entry.is_dir() or entry.is_symlink():
             continue
-        if _pid_alive(int(pid_part)):
+        if pid_alive(int(pid_part)):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)

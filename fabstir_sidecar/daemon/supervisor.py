@@ -42,6 +42,30 @@ class Availability:
     def __init__(self) -> None:
         self._reason: str | None = "p2pd is not started"
         self._permanent = False
+        self._failure: str | None = None
+        self._failed: anyio.Event | None = None  # made on first wait (needs an event loop)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the daemon is gone for good (kept dying, or could not be restarted); None
+        while it runs or is being restarted, and after a normal stop."""
+        return self._failure
+
+    def fail(self, reason: str) -> None:
+        """The daemon is gone and will not come back: the node cannot serve any more."""
+        self.down(reason, permanent=True)
+        if self._failure is None:
+            self._failure = reason
+            if self._failed is not None:
+                self._failed.set()
+
+    async def wait_failed(self) -> str:
+        """Wait until :meth:`fail` was called; returns its reason."""
+        if self._failure is None:
+            self._failed = self._failed or anyio.Event()
+            await self._failed.wait()
+        assert self._failure is not None
+        return self._failure
 
     @property
     def available(self) -> bool:
@@ -97,6 +121,25 @@ def _shape(addr: str) -> str | None:
     return "/".join(parts)
 
 
+class RestartBudget:
+    """At most ``max_restarts`` restarts within ``window`` seconds: a daemon that keeps dying
+    is not restarted forever."""
+
+    def __init__(self, max_restarts: int = 5, window: float = 60.0) -> None:
+        self.max_restarts = max_restarts
+        self.window = window
+        self._recent: list[float] = []
+
+    def spend(self, died: str) -> str | None:
+        """Record one more restart; instead the give-up reason when the budget is spent."""
+        now = time.monotonic()
+        self._recent = [t for t in self._recent if now - t < self.window]
+        if len(self._recent) >= self.max_restarts:
+            return f"{died}; gave up after {self.max_restarts} restarts within {self.window:.0f}s"
+        self._recent.append(now)
+        return None
+
+
 class SpawnedDaemon:
     def __init__(
         self,
@@ -116,9 +159,7 @@ class SpawnedDaemon:
         self._stop_grace = stop_grace
         self._restart = restart
         self._on_restarted = on_restarted
-        self._max_restarts = max_restarts
-        self._restart_window = restart_window
-        self._recent_restarts: list[float] = []
+        self._budget = RestartBudget(max_restarts, restart_window)
         self._probe = DaemonControl(f"/unix{spec.control_socket}", request_timeout=2.0)
         self._proc: DaemonProcess | None = None
         self._restart_spec = spec
@@ -152,26 +193,19 @@ class SpawnedDaemon:
                 return
             died = f"p2pd (pid {proc.pid}) exited with code {returncode}: {proc.failure_reason()}"
             if not self._restart:
-                self.availability.down(f"{died}; restart is disabled", permanent=True)
+                self.availability.fail(f"{died}; restart is disabled")
+                log.error("p2pd died and restart is disabled", extra={"reason": died})
                 return
-            now = time.monotonic()
-            self._recent_restarts = [
-                t for t in self._recent_restarts if now - t < self._restart_window
-            ]
-            if len(self._recent_restarts) >= self._max_restarts:
-                self.availability.down(
-                    f"{died}; gave up after {self._max_restarts} restarts within "
-                    f"{self._restart_window:.0f}s",
-                    permanent=True,
-                )
-                log.error("p2pd keeps dying, not restarting it again")
+            reason = self._budget.spend(died)
+            if reason is not None:
+                self.availability.fail(reason)
+                log.error("p2pd keeps dying, not restarting it again", extra={"reason": reason})
                 return
-            self._recent_restarts.append(now)
             self.availability.down(f"{died}; restarting it")
             try:
                 self._proc = await self._respawn()
             except DaemonStartError as exc:
-                self.availability.down(f"{died}; restart failed: {exc.reason}", permanent=True)
+                self.availability.fail(f"{died}; restart failed: {exc.reason}")
                 log.error("p2pd could not be restarted", extra={"error": str(exc)})
                 return
             self.restarts += 1
@@ -209,23 +243,41 @@ class SpawnedDaemon:
 
 
 class AttachedDaemon:
-    """A daemon we did not start: never stopped by us; probed every ``interval`` seconds."""
+    """A daemon we did not start: never stopped by us; probed every ``interval`` seconds.
+
+    ``start`` waits up to ``start_timeout`` seconds for a daemon that is still starting (a
+    sidecar container started beside ours), then fails with ``DaemonStartError``.
+    """
 
     def __init__(
-        self, control_addr: str, *, on_restarted: OnRestarted, interval: float = 2.0
+        self,
+        control_addr: str,
+        *,
+        on_restarted: OnRestarted,
+        interval: float = 2.0,
+        start_timeout: float = 0.0,
     ) -> None:
         self.availability = Availability()
         self.restarts = 0
         self._probe = DaemonControl(control_addr, request_timeout=max(1.0, interval))
         self._on_restarted = on_restarted
         self._interval = interval
+        self._start_timeout = start_timeout
         self._peer_id: str | None = None
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        try:
-            self._peer_id, _ = await self._probe.identify()
-        except DaemonUnavailableError as exc:
-            raise DaemonStartError(f"cannot attach to p2pd: {exc}") from exc
+        deadline = anyio.current_time() + self._start_timeout
+        delay = 0.05
+        while True:
+            try:
+                self._peer_id, _ = await self._probe.identify()
+                break
+            except DaemonUnavailableError as exc:
+                if anyio.current_time() + delay > deadline:
+                    waited = f" (waited {self._start_timeout:.0f}s)" if self._start_timeout else ""
+                    raise DaemonStartError(f"cannot attach to p2pd{waited}: {exc}") from exc
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.5)
         self.availability.up()
         task_group.start_soon(self._monitor)
 

@@ -14,28 +14,22 @@ __all__ = ["FinderConfig", "LookupStats"]
 class FinderConfig:
     """Tuning of ``find_host`` / ``find_hosts`` (docs/discovery.md)."""
 
-    fanout: int = 16
-    """Concurrent status queries."""
-    max_queries: int = 32
-    """Status queries per lookup."""
-    status_timeout: float = 3.0
-    """Per host: dial + status round trip, one deadline."""
-    status_ttl: float = 5.0
-    """How long a status answer (or failure) is reused (0: never)."""
+    fanout: int = 16  # Concurrent status queries.
+    max_queries: int = 32  # Status queries per lookup.
+    status_timeout: float = 3.0  # Per host: dial + status round trip, one deadline.
+    status_ttl: float = 5.0  # How long a status answer (or failure) is reused (0: never).
+    # How long a gathered candidate list (DHT, exchange) is reused (0: never).
     candidates_ttl: float = 5.0
-    """How long a gathered candidate list (DHT, exchange) is reused (0: never)."""
+    # Queries per lookup kept for candidates not in the peer cache (at most max_queries).
     fresh_share: int = 8
-    """Queries per lookup kept for candidates not in the peer cache (at most max_queries)."""
+    # Peers that do not speak status are not asked again for this long.
     not_a_host_ttl: float = 60.0
-    """Peers that do not speak status are not asked again for this long."""
     dht_timeout: float = 3.0
     dht_count: int = 20
-    exchange_peers: int = 3
-    """Peers asked for discovery hints per lookup."""
-    exchange_probes: int = 32
-    """Connected peers a discovery responder asks per round."""
+    exchange_peers: int = 3  # Peers asked for discovery hints per lookup.
+    exchange_probes: int = 32  # Connected peers a discovery responder asks per round.
+    # How long a discovery answer may wait for those answers (0: not at all).
     exchange_wait: float = 0.5
-    """How long a discovery answer may wait for those answers (0: not at all)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -67,5 +61,4 @@ class LookupStats:
     candidates: int = 0
     status_queries: int = 0
     failed: int = 0
-    skipped: int = 0
-    """Candidates not asked: remembered as not-a-host (``not_a_host_ttl``)."""
+    skipped: int = 0  # Candidates not asked: remembered as not-a-host (``not_a_host_ttl``).

@@ -66,6 +66,7 @@ class MatchReport:
     ranked: list[HostStatus] = field(default_factory=list)
     excluded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CRITERIA, 0))
     answered: int = 0
+    answers: list[HostStatus] = field(default_factory=list)  # every host that answered, once
 
 
 def match_hosts(criteria: HostCriteria, candidates: Iterable[HostStatus]) -> MatchReport:
@@ -78,6 +79,7 @@ def match_hosts(criteria: HostCriteria, candidates: Iterable[HostStatus]) -> Mat
             continue
         best[peer] = candidate
     report.answered = len(best)
+    report.answers = list(best.values())
     for candidate in best.values():
         reason = criteria.failed(candidate)
         if reason is None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import anyio
 
+from fabstir_sidecar.core.circuit import dial_order
 from fabstir_sidecar.core.errors import (
     FabstirError,
     FabstirTimeoutError,
@@ -48,6 +49,7 @@ from fabstir_sidecar.discovery.sources import (
     exchange_order,
     wait_for_routing_table,
 )
+from fabstir_sidecar.discovery.verdicts import NotAHostMemory
 from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.protocols.discovery import discovery_handler
@@ -64,7 +66,6 @@ NOT_A_HOST_ERRORS: tuple[type[FabstirError], ...] = (
     ProtocolNotSupportedError,
     MalformedMessageError,
 )
-MAX_NOT_A_HOST = 4096  # peers remembered as not-a-host; expired ones are pruned beyond it
 LEARN_GAP = 1.0  # seconds between two rounds of asking connected peers (peer exchange)
 
 
@@ -98,11 +99,13 @@ class Discovery:
         self._limiter = anyio.CapacityLimiter(self.settings.fanout)
         self._routing_table_ready: anyio.Event | None = None
         self._linked: frozenset[str] = frozenset()  # peers connected at the last gather
-        self._not_a_host: dict[str, tuple[float, FabstirError]] = {}  # peer -> (expiry, why)
+        self._not_a_host = NotAHostMemory(self.settings.not_a_host_ttl)
         self._learning: anyio.Event | None = None  # set when the current round is over
         self._learning_started = -LEARN_GAP
         self._connected: list[str] = []  # LIST_PEERS of the last round
         self.last_lookup = LookupStats()
+        self.lookups: dict[str, int] = {}  # outcome (match, no_match, error) -> count
+        self.lookup_seconds = 0.0  # total time spent in lookups
 
     @property
     def status_queries(self) -> int:
@@ -136,33 +139,18 @@ class Discovery:
 
     def remember(self, status: HostStatus) -> None:
         host = status.host
-        self._not_a_host.pop(host.peer_id, None)
+        self._not_a_host.forget(host.peer_id)
         self.peer_cache.remember(
             host.peer_id, tuple(strip_peer(a) for a in host.addrs), host.models
         )
 
     def not_a_host(self, peer_id: str) -> bool:
         """Whether ``peer_id`` answered status as a non-host within ``not_a_host_ttl``."""
-        return self._not_a_host_error(peer_id) is not None
-
-    def _not_a_host_error(self, peer_id: str) -> FabstirError | None:
-        entry = self._not_a_host.get(peer_id)
-        if entry is None:
-            return None
-        if entry[0] <= anyio.current_time():
-            del self._not_a_host[peer_id]
-            return None
-        return entry[1]
+        return self._not_a_host.error_of(peer_id) is not None
 
     def _remember_not_a_host(self, peer_id: str, error: FabstirError) -> None:
-        now = anyio.current_time()
-        self._not_a_host[peer_id] = (now + self.settings.not_a_host_ttl, error)
+        self._not_a_host.remember(peer_id, error)
         self.peer_cache.forget(peer_id)  # a cached host that stopped hosting is no hint
-        if len(self._not_a_host) > MAX_NOT_A_HOST:
-            for key in [k for k, (until, _) in self._not_a_host.items() if until <= now]:
-                del self._not_a_host[key]
-            while len(self._not_a_host) > MAX_NOT_A_HOST:  # all fresh: drop the oldest
-                del self._not_a_host[next(iter(self._not_a_host))]
 
     # ---------------------------------------------------- answering exchange
 
@@ -308,7 +296,7 @@ class Discovery:
         A peer that answered as a non-host (see ``NOT_A_HOST_ERRORS``) within
         ``not_a_host_ttl`` is not asked: its error is raised again at once.
         """
-        known = self._not_a_host_error(peer_id)
+        known = self._not_a_host.error_of(peer_id)
         if known is not None:
             raise known.with_traceback(None)
         return await self._status.get(peer_id, lambda: self._query_status(peer_id, addrs))
@@ -320,11 +308,11 @@ class Discovery:
             deadline = anyio.current_time() + timeout
             try:
                 if addrs and peer_id not in self._linked:
-                    # A failed dial is not fatal: the daemon may know other addresses. A peer
-                    # connected at the last gather is not dialed again (a control round trip
-                    # per candidate); if it dropped since, the stream open dials it.
+                    # A failed dial is not fatal (the daemon may know other addresses); a peer
+                    # linked at the last gather is not redialed. Circuits via relays go last.
+                    dial = dial_order(addrs, self.node.config.relay_addrs, peer_id)
                     with contextlib.suppress(FabstirError):
-                        await self.node.control.connect(peer_id, addrs, timeout=timeout)
+                        await self.node.control.connect(peer_id, dial, timeout=timeout)
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
                     raise _status_timeout(peer_id, timeout)
@@ -351,6 +339,18 @@ class Discovery:
         return (await self.find_hosts(criteria))[0]
 
     async def match(self, criteria: HostCriteria) -> MatchReport:
+        """Ask the candidates' status and match them (counted in ``lookups``)."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            report = await self._match(criteria)
+            outcome = "match" if report.ranked else "no_match"
+            return report
+        finally:
+            self.lookups[outcome] = self.lookups.get(outcome, 0) + 1
+            self.lookup_seconds += time.perf_counter() - started
+
+    async def _match(self, criteria: HostCriteria) -> MatchReport:
         answers: list[HostStatus] = []
         failed = 0
         before = self._status.calls

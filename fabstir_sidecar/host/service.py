@@ -30,6 +30,7 @@ from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend
 from fabstir_sidecar.core.admission import AdmissionCounters, FairShare, RetryEstimator
+from fabstir_sidecar.core.circuit import with_circuits
 from fabstir_sidecar.core.errors import ConfigError, FabstirError
 from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols import ids
@@ -47,6 +48,9 @@ from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host, PeerInfo
 
 log = logging.getLogger(__name__)
+
+_LABELS = {ids.JOB: "job", ids.INFERENCE: "inference"}
+"""Protocol ids as ``HostStats.admissions`` labels them (the metrics endpoint reads those)."""
 
 BUSY = "busy"
 
@@ -92,6 +96,8 @@ class HostStats:
     results: int = 0
     rejected: int = 0
     errors: int = 0
+    # (protocol, decision) -> count; decision: admitted, busy, model_not_served
+    admissions: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -180,6 +186,13 @@ class HostService:
 
     def try_admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
         """Reserve a job slot for ``peer``; or say why not (counted by ``protocol``)."""
+        rejection = self._admit(model, peer, protocol)
+        decision = "admitted" if rejection is None else rejection.code
+        key = (_LABELS.get(protocol, protocol), decision)
+        self.stats.admissions[key] = self.stats.admissions.get(key, 0) + 1
+        return rejection
+
+    def _admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
         if model not in self._models:
             served = ", ".join(sorted(self._models))
             return Rejection(
@@ -239,7 +252,10 @@ class HostService:
     async def _current_addrs(self) -> list[str]:
         now = time.monotonic()
         if now - self._addrs.fetched_at > self.ADDR_TTL:
-            self._addrs.addrs = await self.node.get_addrs()
+            addrs = await self.node.get_addrs()
+            if self.node.config.relay_client:  # reachable through its relays (core/circuit.py)
+                addrs = with_circuits(addrs, self.node.config.relay_addrs, self.node.peer_id)
+            self._addrs.addrs = addrs
             self._addrs.fetched_at = now
         return self._addrs.addrs
 

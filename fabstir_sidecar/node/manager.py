@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -40,9 +39,10 @@ from fabstir_sidecar.discovery.matching import HostCriteria
 from fabstir_sidecar.discovery.mdns import MdnsService
 from fabstir_sidecar.discovery.peer_cache import PeerCache
 from fabstir_sidecar.discovery.service import Discovery
-from fabstir_sidecar.node.launch import launch_daemon
+from fabstir_sidecar.node.launch import handler_address, launch_daemon
 from fabstir_sidecar.node.mdns_link import MdnsLink
 from fabstir_sidecar.node.sdk_messages import SdkMessages
+from fabstir_sidecar.node.state import NodeState
 from fabstir_sidecar.node.upkeep import BootstrapResult, ConnectionUpkeep
 from fabstir_sidecar.protocols.message import MessageHandler
 from fabstir_sidecar.protocols.status import HostStatus
@@ -53,13 +53,6 @@ from fabstir_sidecar.wire.messages import PeerInfo
 __all__ = ["BootstrapResult", "DiscoveryManager", "NodeState"]
 
 log = logging.getLogger(__name__)
-
-
-class NodeState(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    CLOSED = "closed"
 
 
 class DiscoveryManager:
@@ -104,7 +97,18 @@ class DiscoveryManager:
 
     @property
     def state(self) -> NodeState:
-        return self._state
+        failed = self._state is NodeState.RUNNING and self.daemon_failure is not None
+        return NodeState.FAILED if failed else self._state
+
+    @property
+    def daemon_failure(self) -> str | None:
+        """Why the daemon is gone for good (it kept dying, or restarting it failed), else None."""
+        return self._daemon.availability.failure if self._daemon else None
+
+    async def wait_daemon_failure(self) -> str:
+        """Wait until the daemon is gone for good (``state`` FAILED); returns why."""
+        assert self._daemon is not None, "the node is not started"
+        return await self._daemon.availability.wait_failed()
 
     def is_running(self) -> bool:
         """True while started and not stopped, and the daemon is currently usable."""
@@ -168,7 +172,8 @@ class DiscoveryManager:
         stack.push_async_callback(daemon.stop)  # before start: a half-started daemon stops too
         await daemon.start(tg)
 
-        self._handlers = HandlerServer(self._control, runtime.file("handlers.sock"))
+        handler_addr = handler_address(cfg, daemon, control_addr, runtime)
+        self._handlers = HandlerServer(self._control, handler_addr)
         await tg.start(self._handlers.serve)
         if cfg.control_addr is not None:
             stack.push_async_callback(self._unregister_handlers_quietly)
@@ -275,14 +280,7 @@ class DiscoveryManager:
 
     async def serve(self, protocol: str, handler: RequestHandler, limits: RpcLimits) -> None:
         """Answer framed requests of ``protocol`` (the rpc layer applies ``limits``)."""
-        await self.add_stream_handler(
-            protocol,
-            serve_requests(handler, limits),
-            max_concurrent=limits.max_concurrent,
-            max_per_peer=limits.max_per_peer,
-            min_share=limits.min_share,
-            counters=limits.counters,
-        )
+        await self.add_stream_handler(protocol, serve_requests(handler, limits), limits)
 
     def spawn(self, work: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``work(*args)`` in the node's task group: it is cancelled when the node stops."""
@@ -294,20 +292,20 @@ class DiscoveryManager:
         self.discovery.set_local_host(host)
 
     async def add_stream_handler(
-        self,
-        protocol: str,
-        handler: StreamHandler,
-        *,
-        max_concurrent: int = 256,
-        max_per_peer: int = 64,
-        **policy: Any,
+        self, protocol: str, handler: StreamHandler, limits: RpcLimits | None = None
     ) -> None:
-        """Serve a raw stream protocol on this node (framed ones: :meth:`serve`); ``policy``:
-        HandlerServer.add's ``min_share`` and ``counters``."""
+        """Serve a raw stream protocol on this node, with ``limits``' concurrency caps
+        (framed protocols: :meth:`serve`)."""
         self._require_control()
         assert self._handlers is not None
+        caps = limits or RpcLimits()
         await self._handlers.add(
-            protocol, handler, max_concurrent=max_concurrent, max_per_peer=max_per_peer, **policy
+            protocol,
+            handler,
+            max_concurrent=caps.max_concurrent,
+            max_per_peer=caps.max_per_peer,
+            min_share=caps.min_share,
+            counters=caps.counters,
         )
 
     # ------------------------------------------------------------ the SDK's API
@@ -319,8 +317,16 @@ class DiscoveryManager:
 
     @property
     def daemon_pid(self) -> int | None:
-        """The pid of the p2pd this node spawned (None when attached or not running)."""
-        return self._daemon.pid if isinstance(self._daemon, SpawnedDaemon) else None
+        """The pid of the p2pd this node spawned, as a process or in a container (the pid on
+        the engine's host); None when attached or not running."""
+        pid: int | None = getattr(self._daemon, "pid", None)
+        return pid
+
+    @property
+    def metrics_addr(self) -> str | None:
+        """host:port of the spawned p2pd's metrics endpoint (node/reachability.py reads it)."""
+        spawned = self._daemon if isinstance(self._daemon, SpawnedDaemon) else None
+        return spawned.spec.metrics_addr if spawned else self._config.metrics_addr
 
     @property
     def restarts(self) -> int:
@@ -334,13 +340,9 @@ class DiscoveryManager:
 
     async def connect_to_peer(self, multiaddr: str) -> str:
         """Dial ``/ip4/.../tcp/N/p2p/<id>`` (any transport p2pd speaks); returns the peer ID."""
-        addr, peer_id = split_peer_multiaddr(multiaddr, name="multiaddr")
-        await self._require_control().connect(
-            peer_id, [addr], timeout=self._config.connection_timeout
-        )
+        self._require_control()
         assert self._upkeep is not None
-        self._upkeep.remember(peer_id, addr)
-        return peer_id
+        return await self._upkeep.connect_to(multiaddr)
 
     async def disconnect_peer(self, peer_id: str) -> None:
         await self._require_control().disconnect(peer_id)

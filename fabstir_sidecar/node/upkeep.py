@@ -15,6 +15,7 @@ from fabstir_sidecar.core.errors import FabstirError
 from fabstir_sidecar.core.multiaddr import split_peer_multiaddr
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.control import DaemonControl
+from fabstir_sidecar.daemon.dialguard import connect_guarded
 from fabstir_sidecar.discovery.peer_cache import PeerCache
 
 __all__ = ["BootstrapResult", "ConnectionUpkeep"]
@@ -88,6 +89,15 @@ class ConnectionUpkeep:
         self.results = results
         if any(not r.ok for r in results):
             self._failures.set()
+
+    async def connect_to(self, multiaddr: str) -> str:
+        """Dial ``multiaddr`` for ``connect_to_peer`` (remembered for redials); a peer that is
+        down does not leave p2pd in dial backoff (daemon/dialguard.py). Returns its peer ID."""
+        addr, peer_id = split_peer_multiaddr(multiaddr, name="multiaddr")
+        timeout = self._config.connection_timeout
+        await connect_guarded(self._control(), peer_id, [addr], timeout=timeout)
+        self.remember(peer_id, addr)
+        return peer_id
 
     def remember(self, peer_id: str, addr: str) -> None:
         """``connect_to_peer`` dialed ``addr``: dial it again when connections are lost."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 import anyio
@@ -107,9 +107,19 @@ class Pacer:
 
 
 class Pacers:
-    """One :class:`Pacer` per peer id, made on first use."""
+    """One :class:`Pacer` per peer id, made on first use (then ``on_first_use(peer_id)``
+    runs: the client asks the host's capacity). Disabled: no window at all."""
 
-    def __init__(self, *, initial: int = INITIAL_WINDOW, ceiling: int = MAX_WINDOW) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        on_first_use: Callable[[str], None] | None = None,
+        initial: int = INITIAL_WINDOW,
+        ceiling: int = MAX_WINDOW,
+    ) -> None:
+        self.enabled = enabled
+        self._on_first_use = on_first_use
         self._initial = initial
         self._ceiling = ceiling
         self._by_peer: dict[str, Pacer] = {}
@@ -121,4 +131,14 @@ class Pacers:
         pacer = self._by_peer.get(peer_id)
         if pacer is None:
             pacer = self._by_peer[peer_id] = Pacer(initial=self._initial, ceiling=self._ceiling)
+            if self._on_first_use is not None:
+                self._on_first_use(peer_id)
         return pacer
+
+    def get(self, peer_id: str) -> Pacer | None:
+        """The window for ``peer_id``, or None when pacing is disabled."""
+        return self[peer_id] if self.enabled else None
+
+    def slot(self, peer_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """``Pacer.slot`` of ``peer_id``'s window (nothing when disabled)."""
+        return self[peer_id].slot() if self.enabled else contextlib.nullcontext()

@@ -211,9 +211,10 @@ def serve_requests(handler: RequestHandler, limits: RpcLimits) -> StreamHandler:
                 except StreamClosedError:
                     raise
                 except Exception as exc:
-                    log.exception(
+                    log.error(  # an oversized answer is one line; a crash has its traceback
                         "request handler failed",
-                        extra={"peer": stream.peer_id, "protocol": protocol},
+                        exc_info=not isinstance(exc, MessageTooLargeError),
+                        extra={"peer": stream.peer_id, "protocol": protocol, "error": str(exc)},
                     )
                     await _send_error(
                         stream, ERROR_INTERNAL, f"{type(exc).__name__}: {exc}", exchange.job_id

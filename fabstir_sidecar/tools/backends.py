@@ -1,4 +1,5 @@
-"""Inference backends by name: ``echo``, ``openai:URL`` (or a bare ``http(s)://`` URL).
+"""Inference backends by name: ``echo``, ``openai:URL`` (or a bare ``http(s)://`` URL),
+``fabstir-node:URL``.
 
 The table :data:`BACKENDS` is the one place that knows the backend kinds, how to build one
 from a spec string and where its credentials come from (the environment): adding a kind is
@@ -16,6 +17,7 @@ from typing import Final
 from fabstir_sidecar.backend import Backend
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.host.backends.echo import EchoBackend
+from fabstir_sidecar.host.backends.fabstir_node import FabstirNodeBackend
 from fabstir_sidecar.host.backends.openai import OpenAIBackend
 
 __all__ = ["BACKENDS", "BackendKind", "make_backend", "parse_backend_spec"]
@@ -39,6 +41,11 @@ def _echo(_url: str | None, _env: Mapping[str, str]) -> Backend:
     return EchoBackend()
 
 
+def _fabstir_node(url: str | None, _env: Mapping[str, str]) -> Backend:
+    assert url is not None
+    return FabstirNodeBackend(url)
+
+
 def _openai(url: str | None, env: Mapping[str, str]) -> Backend:
     assert url is not None
     return OpenAIBackend(url, api_key=env.get("OPENAI_API_KEY") or None)
@@ -54,6 +61,12 @@ BACKENDS: Final[Mapping[str, BackendKind]] = MappingProxyType(
                 True,
                 _openai,
                 "an OpenAI-compatible server at URL (Bearer $OPENAI_API_KEY if set)",
+            ),
+            BackendKind(
+                "fabstir-node",
+                True,
+                _fabstir_node,
+                "a fabstir-llm-node's HTTP API at URL (POST /v1/inference)",
             ),
         )
     }

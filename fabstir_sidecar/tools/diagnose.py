@@ -1,18 +1,25 @@
-"""The diagnose report: start a node, look at it (addresses, peers, bootstrap peers, DHT), stop.
+"""The diagnose report: start a node, look at it (addresses, peers, bootstrap peers, DHT,
+reachability from outside), stop.
 
 For checking a node's network settings before it runs for real: the same ``NodeConfig``,
-a report of what came of it.
+a report of what came of it. Behind NAT the reachability part says what others see and
+what to do (open a port, enable UPnP / NAT-PMP, rely on the relay): see docs/nat.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
+
+import anyio
 
 from fabstir_sidecar.core.errors import FabstirError
 from fabstir_sidecar.core.settings import NodeConfig
 from fabstir_sidecar.daemon.binary import find_p2pd
+from fabstir_sidecar.node.launch import metrics_addr
 from fabstir_sidecar.node.manager import BootstrapResult, DiscoveryManager
+from fabstir_sidecar.node.reachability import Reachability, reachability_of
 
 __all__ = ["DHT_QUERY_TIMEOUT", "ROUTING_TABLE_WAIT", "DhtReport", "DiagnoseReport", "diagnose"]
 
@@ -52,6 +59,7 @@ class DiagnoseReport:
     connected_peers: tuple[str, ...]
     bootstrap: tuple[BootstrapResult, ...]
     dht: DhtReport
+    reachability: Reachability | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,6 +79,7 @@ class DiagnoseReport:
                 {"address": r.address, "reachable": r.ok, "error": r.error} for r in self.bootstrap
             ],
             "dht": self.dht.to_json(),
+            "reachability": self.reachability.to_json() if self.reachability else None,
         }
 
 
@@ -90,10 +99,27 @@ async def _dht_report(node: DiscoveryManager, config: NodeConfig) -> DhtReport:
     return DhtReport(True, config.dht_mode, routing_table_peers=len(closest))
 
 
-async def diagnose(config: NodeConfig) -> DiagnoseReport:
-    """Start a node with ``config``, report on it, stop it."""
+async def _reachability(node: DiscoveryManager, wait: float) -> Reachability:
+    """The node's reachability; up to ``wait`` seconds for AutoNAT to reach a verdict."""
+    found = await reachability_of(node)
+    with anyio.move_on_after(wait):
+        while found.status == "unknown" and found.metrics is not None:
+            await anyio.sleep(0.5)
+            found = await reachability_of(node)
+    return found
+
+
+async def diagnose(config: NodeConfig, *, reachability_wait: float = 0.0) -> DiagnoseReport:
+    """Start a node with ``config``, report on it, stop it. ``reachability_wait``: seconds
+    to give AutoNAT for a verdict (it needs about 10-20 s and peers running ``-autonat``)."""
+    if config.control_addr is None and config.metrics_addr is None:
+        # the metrics endpoint is where AutoNAT's verdict is read (loopback, free port)
+        config = dataclasses.replace(
+            config, metrics_addr=metrics_addr(dataclasses.replace(config, enable_autonat=True))
+        )
     async with DiscoveryManager(config) as node:
         dht = await _dht_report(node, config)
+        reachability = await _reachability(node, reachability_wait)
         return DiagnoseReport(
             running=node.is_running(),
             p2pd=str(find_p2pd(config.p2pd_path)) if config.control_addr is None else None,
@@ -103,4 +129,5 @@ async def diagnose(config: NodeConfig) -> DiagnoseReport:
             connected_peers=tuple(await node.get_connected_peers()),
             bootstrap=tuple(node.bootstrap_results),
             dht=dht,
+            reachability=reachability,
         )

@@ -1,26 +1,13 @@
 """The machine-readable codes of docs/protocol.md §6.1: ``error`` codes and ``job_rejected`` codes.
 
-Peers may send codes not listed here; messages accept any non-empty code as is.
+Peers may send codes not listed here; messages accept any non-empty code as is. Every name
+here is public.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-
-__all__ = [
-    "ERROR_BAD_REQUEST",
-    "ERROR_BUSY",
-    "ERROR_CODES",
-    "ERROR_INTERNAL",
-    "ERROR_TIMEOUT",
-    "ERROR_TOO_LARGE",
-    "REJECTED_BUSY",
-    "REJECTED_CODES",
-    "REJECTED_MODEL_NOT_SERVED",
-    "REJECTED_SHUTTING_DOWN",
-    "Rejection",
-]
 
 ERROR_BAD_REQUEST: Final = "bad_request"
 ERROR_TOO_LARGE: Final = "too_large"

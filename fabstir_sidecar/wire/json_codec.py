@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+from fabstir_sidecar.core.defaults import MAX_MESSAGE_SIZE
 from fabstir_sidecar.core.errors import (
     FrameTooLargeError,
     MalformedMessageError,
@@ -29,7 +30,6 @@ __all__ = [
     "json_type_name",
 ]
 
-MAX_MESSAGE_SIZE = 1_048_576
 """1 MiB: the cap of a frame and of a one-way message stream."""
 
 BytesLike = bytes | bytearray | memoryview

@@ -1,21 +1,19 @@
 """find_host on a real loopback network (PROTOCOL.md sections 4 and 6).
 
 One module-scoped network — a bootstrap node, six hosts with distinct models, reputations,
-locations, capacity and load, and a client that knows only the bootstrap node — runs in a
-background event loop (an anyio blocking portal): every node is entered and left in the
-portal's one task, and each test runs its async body there with ``net.run``. Tests that need
-nodes of their own (peer cache, a host that dies mid-search, connection monitoring) start them
-inside their body, so the shared network stays as it was built.
+locations, capacity and load, and a client that knows only the bootstrap node — is built
+with the package's test plugin (``fabstir_sidecar.testing.network_sync``: the network runs
+in a background event loop), and each test runs its async body there with ``net.run``.
+Tests that need nodes of their own (peer cache, a host that dies mid-search, connection
+monitoring) start them inside their body, so the shared network stays as it was built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +21,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
 from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.errors import NoMatchingHostError
@@ -35,6 +33,7 @@ from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols.status import HostStatus
+from fabstir_sidecar.testing import HostSpec, NetworkFactory, network_sync
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host
 from tests.integration.helpers import free_port
@@ -161,56 +160,77 @@ async def hold_a_job(boot: DiscoveryManager, host: RunningHost) -> None:
         await client.run_job(host.peer_id, host.spec.models[0], "hold this slot")
 
 
-@contextlib.asynccontextmanager
-async def network(p2pd_path: str, portal: BlockingPortal) -> AsyncIterator[Network]:
-    base = NodeConfig.load(
-        env={},
-        p2pd_path=p2pd_path,
-        enable_mdns=False,
-        dht_mode="server",
-        connection_timeout=5.0,
-        provide_interval=600.0,
-    )
-    async with contextlib.AsyncExitStack() as stack:
-        boot = await stack.enter_async_context(DiscoveryManager(base))
-        boot_addr = (await boot.get_addrs())[0]
-        hosts: dict[str, RunningHost] = {}
-        for name, spec in SPECS.items():
-            node = await stack.enter_async_context(DiscoveryManager(base, bootstrap=(boot_addr,)))
-            service = HostService(
-                node, spec.config(), EchoBackend(delay=600.0 if spec.busy else 0.0)
-            )
-            await service.start()
-            if spec.veteran:
-                service._started_at -= VETERAN_UPTIME  # internals: an old host, without waiting
-            hosts[name] = RunningHost(name, spec, node, service)
-        client = await stack.enter_async_context(DiscoveryManager(base, bootstrap=(boot_addr,)))
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tg.cancel_scope.cancel)  # LIFO: cancel the job before nodes stop
-        net = Network(portal, base, boot, boot_addr, hosts, client)
+DHT_SERVERS = {"enable_dht": True, "dht_mode": "server", "provide_interval": 600.0}
 
+
+def host_specs() -> list[HostSpec]:
+    return [
+        HostSpec(
+            name=name,
+            models=spec.models,
+            reputation=spec.reputation,
+            location=spec.location,
+            max_jobs=spec.max_jobs,
+            backend=EchoBackend(delay=600.0 if spec.busy else 0.0),
+        )
+        for name, spec in SPECS.items()
+    ]
+
+
+async def prepare(net: Network, tg: anyio.abc.TaskGroup) -> None:
+    """Wait until every host is advertised, hold the busy hosts' job slots, age the veteran
+    and let the client learn every host once."""
+    for host in net.hosts.values():
+        if host.spec.veteran:
+            host.service._started_at -= VETERAN_UPTIME  # internals: an old host, at once
+    for host in net.hosts.values():
+        await host.service.advertised.wait()
+    for host in net.hosts.values():
+        if host.spec.busy:
+            tg.start_soon(hold_a_job, net.boot, host)
+
+            async def admitted(h: RunningHost = host) -> bool:
+                return h.service.active_jobs == 1
+
+            await wait_until(admitted, 10, f"a job running on host {host.name}")
+    # The client learns the hosts once; afterwards they are also "known" candidates.
+    await find_all_hosts(net.client, net)
+
+
+async def run_until_cancelled(
+    net: Network, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
+) -> None:
+    """The network's background work (the held jobs), cancelled before the nodes stop."""
+    async with anyio.create_task_group() as tg:
         with anyio.fail_after(SETUP_DEADLINE):
-            for host in hosts.values():
-                await host.service.advertised.wait()
-            for host in hosts.values():
-                if host.spec.busy:
-                    tg.start_soon(hold_a_job, boot, host)
-
-                    async def admitted(h: RunningHost = host) -> bool:
-                        return h.service.active_jobs == 1
-
-                    await wait_until(admitted, 10, f"a job running on host {host.name}")
-            # The client learns the hosts once; afterwards they are also "known" candidates.
-            await find_all_hosts(client, net)
-        yield net
+            await prepare(net, tg)
+        task_status.started(tg.cancel_scope)
+        await anyio.sleep_forever()
 
 
 @pytest.fixture(scope="module")
-def net(p2pd_path: str) -> Iterator[Network]:
-    with start_blocking_portal("asyncio") as portal:
-        cm = portal.wrap_async_context_manager(network(p2pd_path, portal))
-        with cm as running:
-            yield running
+def net(p2pd_binary: Path) -> Iterator[Network]:
+    with network_sync(host_specs(), p2pd_path=str(p2pd_binary), node_options=DHT_SERVERS) as sync:
+        running = sync.network
+        assert running.bootstrap is not None
+        client = sync.call(running.add_client_node)  # knows only the bootstrap node
+        base = NodeConfig.load(
+            env={}, p2pd_path=str(p2pd_binary), enable_mdns=False, connection_timeout=5.0,
+            **DHT_SERVERS,
+        )  # fmt: skip
+        hosts = {
+            h.name: RunningHost(h.name, SPECS[h.name], h.node, h.service)
+            for h in running.hosts
+            if h.service is not None
+        }
+        network = Network(
+            sync.portal, base, running.bootstrap.node, running.bootstrap.address, hosts, client.node
+        )
+        _, held_jobs = sync.portal.start_task(run_until_cancelled, network)
+        try:
+            yield network
+        finally:
+            sync.portal.call(held_jobs.cancel)
 
 
 def assert_ranked(ranked: list[HostStatus]) -> None:
@@ -671,23 +691,23 @@ def monitor_config(p2pd_path: str) -> NodeConfig:
 
 
 @pytest.mark.anyio
-async def test_lost_connection_to_bootstrap_is_restored(p2pd_path: str) -> None:
-    base = monitor_config(p2pd_path)
+async def test_lost_connection_to_bootstrap_is_restored(fabstir_network: NetworkFactory) -> None:
     with anyio.fail_after(TEST_DEADLINE):
-        async with DiscoveryManager(base) as boot:
-            boot_addr = (await boot.get_addrs())[0]
-            # No DHT: the bootstrap node is the client's only connection.
-            async with DiscoveryManager(base, bootstrap=(boot_addr,), enable_dht=False) as client:
-                assert await client.get_connected_peers() == [boot.peer_id]
-                await client.control.disconnect(boot.peer_id)
-                assert await client.get_connected_peers() == []
-                started = time.monotonic()
+        net = await fabstir_network(node_options={"enable_dht": True, "dht_mode": "server"})
+        assert net.bootstrap is not None
+        boot = net.bootstrap.node
+        # No DHT: the bootstrap node is the client's only connection.
+        client = (await net.add_client_node(enable_dht=False)).node
+        assert await client.get_connected_peers() == [boot.peer_id]
+        await client.control.disconnect(boot.peer_id)
+        assert await client.get_connected_peers() == []
+        started = time.monotonic()
 
-                async def back() -> bool:
-                    return boot.peer_id in await client.get_connected_peers()
+        async def back() -> bool:
+            return boot.peer_id in await client.get_connected_peers()
 
-                await wait_until(back, 12, "the client reconnected to its bootstrap node")
-                assert time.monotonic() - started < 12
+        await wait_until(back, 12, "the client reconnected to its bootstrap node")
+        assert time.monotonic() - started < 12
 
 
 @pytest.mark.anyio
@@ -720,27 +740,27 @@ async def test_unreachable_bootstrap_is_reported_and_retried(
 
 
 @pytest.mark.anyio
-async def test_a_restarted_host_daemon_provides_again_at_once(p2pd_path: str) -> None:
+async def test_a_restarted_host_daemon_provides_again_at_once(
+    fabstir_network: NetworkFactory,
+) -> None:
     """The new daemon has no provider records: the host re-provides after the restart, not
     an hour (``provide_interval``) later, and a client finds it through the DHT again."""
-    base = monitor_config(p2pd_path)
     with anyio.fail_after(TEST_DEADLINE):
-        async with DiscoveryManager(base) as boot:
-            boot_addr = (await boot.get_addrs())[0]
-            async with DiscoveryManager(base, bootstrap=(boot_addr,)) as node:
-                service = HostService(node, HostConfig(models=(LLAMA,)), EchoBackend())
-                await service.start()
-                await service.advertised.wait()
-                rounds = service.provide_rounds
-                pid = node._daemon.pid  # type: ignore[union-attr]
-                os.kill(pid, signal.SIGKILL)
+        net = await fabstir_network(
+            hosts=[HostSpec(models=(LLAMA,), restart_daemon=True)],
+            node_options={"enable_dht": True, "dht_mode": "server"},
+        )
+        host = net.hosts[0]
+        service = host.service
+        assert service is not None
+        await service.advertised.wait()
+        rounds = service.provide_rounds
+        await host.kill()  # SIGKILL: the node's supervisor starts a new p2pd
 
-                async def restarted_and_provided() -> bool:
-                    return node.restarts >= 1 and service.provide_rounds > rounds
+        async def restarted_and_provided() -> bool:
+            return host.node.restarts >= 1 and service.provide_rounds > rounds
 
-                await wait_until(restarted_and_provided, 15, "the host provided again")
-                async with DiscoveryManager(
-                    base, bootstrap=(boot_addr,), enable_dht=True
-                ) as client:
-                    found = await client.find_hosts(HostCriteria(required_models=(LLAMA,)))
-                    assert [h.host.peer_id for h in found] == [node.peer_id]
+        await wait_until(restarted_and_provided, 15, "the host provided again")
+        client = (await net.add_client_node()).node  # knows only the bootstrap node
+        found = await client.find_hosts(HostCriteria(required_models=(LLAMA,)))
+        assert [h.host.peer_id for h in found] == [host.peer_id]

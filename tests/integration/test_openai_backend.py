@@ -6,13 +6,13 @@ picks its behaviour (``FakeOpenAI.mode``) and inspects the requests it recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ import pytest
 
 from fabstir_sidecar.host.backends import BackendError, Completion, OpenAIBackend
 from fabstir_sidecar.wire.messages import ChatMessage, JobRequest
+from tests.integration.fake_http import FakeServer, QuietHandler, serve_fake
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -52,30 +53,11 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-class FakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeOpenAI
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that hang up on purpose (timeouts, early close) are expected
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: FakeServer
+class Handler(QuietHandler):
+    server: FakeServer[FakeOpenAI]
     timeout = 10  # idle keep-alive connections end on their own
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     # -------------------------------------------------------------- plumbing
-
-    def send_body(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def start_events(self) -> None:
         self.send_response(200)
@@ -216,21 +198,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_events()
 
 
+def serve_openai() -> contextlib.AbstractContextManager[FakeOpenAI]:
+    """The fake OpenAI server; ``stop`` is set on the way out so held streams end."""
+    return serve_fake(Handler, lambda port: FakeOpenAI(port=port), lambda f: f.stop.set())
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeServer(("127.0.0.1", 0), Handler)
-    server.fake = FakeOpenAI(port=server.server_address[1])
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield server.fake
-    finally:
-        server.fake.stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_openai() as server:
+        yield server
+
+
+@pytest.fixture(params=[True, False], ids=["chunked", "connection-close"])
+def framed(fake: FakeOpenAI, request: pytest.FixtureRequest) -> FakeOpenAI:
+    """The fake server, its streamed responses chunked or close-delimited."""
+    fake.chunked = request.param
+    return fake
 
 
 def job(*, stream: bool, **kwargs: Any) -> JobRequest:
@@ -325,34 +308,26 @@ async def test_complete_without_usage_counts_words(fake: FakeOpenAI) -> None:
     assert completion == Completion("one two  three", tokens_used=3, finish_reason="length")
 
 
-@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "connection-close"])
-async def test_stream_yields_tokens_in_order_with_usage(fake: FakeOpenAI, chunked: bool) -> None:
-    fake.chunked = chunked
-    async with OpenAIBackend(fake.url) as backend:
+async def test_stream_yields_tokens_in_order_with_usage(framed: FakeOpenAI) -> None:
+    async with OpenAIBackend(framed.url) as backend:
         tokens, completion = await stream_all(backend, job(stream=True))
     assert tokens == TOKENS
     assert completion == Completion("".join(TOKENS), tokens_used=11, finish_reason="stop")
-    assert fake.requests[0].headers["accept"] == "text/event-stream"
+    assert framed.requests[0].headers["accept"] == "text/event-stream"
 
 
-@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "connection-close"])
-async def test_stream_without_usage_counts_content_chunks(fake: FakeOpenAI, chunked: bool) -> None:
-    fake.chunked = chunked
-    fake.usage = None
-    fake.finish_reason = "length"
-    async with OpenAIBackend(fake.url) as backend:
+async def test_stream_without_usage_counts_content_chunks(framed: FakeOpenAI) -> None:
+    framed.usage = None
+    framed.finish_reason = "length"
+    async with OpenAIBackend(framed.url) as backend:
         tokens, completion = await stream_all(backend, job(stream=True))
     assert tokens == TOKENS
     assert completion == Completion("".join(TOKENS), len(TOKENS), "length")
 
 
-@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "connection-close"])
-async def test_stream_eof_after_finish_reason_without_done_is_ok(
-    fake: FakeOpenAI, chunked: bool
-) -> None:
-    fake.mode = "eof_after_finish"
-    fake.chunked = chunked
-    async with OpenAIBackend(fake.url) as backend:
+async def test_stream_eof_after_finish_reason_without_done_is_ok(framed: FakeOpenAI) -> None:
+    framed.mode = "eof_after_finish"
+    async with OpenAIBackend(framed.url) as backend:
         tokens, completion = await stream_all(backend, job(stream=True))
     assert tokens == TOKENS
     assert completion.finish_reason == "stop"
@@ -455,14 +430,10 @@ async def test_stream_that_stalls_midway_times_out(fake: FakeOpenAI) -> None:
     assert time.monotonic() - start < 3
 
 
-@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "connection-close"])
-async def test_stream_cut_without_done_or_finish_reason_fails(
-    fake: FakeOpenAI, chunked: bool
-) -> None:
-    fake.mode = "truncated"
-    fake.chunked = chunked
+async def test_stream_cut_without_done_or_finish_reason_fails(framed: FakeOpenAI) -> None:
+    framed.mode = "truncated"
     got: list[str] = []
-    async with OpenAIBackend(fake.url) as backend:
+    async with OpenAIBackend(framed.url) as backend:
         with pytest.raises(BackendError, match=r"stream (ended|broke off) .*after 2 chunk"):
             async for token in backend.stream(job(stream=True)):
                 got.append(token)

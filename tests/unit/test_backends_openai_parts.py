@@ -13,14 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fabstir_sidecar.backend import Completion
-from fabstir_sidecar.host.backends.openai_chat import (
-    BadResponse,
-    StreamState,
-    apply_chunk,
-    error_message,
-    parse_completion,
-    request_body,
-)
+from fabstir_sidecar.host.backends import openai_chat
 from fabstir_sidecar.host.backends.sse import sse_events
 from fabstir_sidecar.wire.messages import ChatMessage, JobRequest
 
@@ -30,7 +23,7 @@ from fabstir_sidecar.wire.messages import ChatMessage, JobRequest
 def test_request_body_sends_the_prompt_as_one_user_message() -> None:
     for messages in (None, ()):
         request = JobRequest(job_id="j", model="m", prompt="hi", max_tokens=3, messages=messages)
-        assert request_body(request, model="local", stream=True) == {
+        assert openai_chat.request_body(request, model="local", stream=True) == {
             "model": "local",
             "messages": [{"role": "user", "content": "hi"}],
             "stream": True,
@@ -41,7 +34,7 @@ def test_request_body_sends_the_prompt_as_one_user_message() -> None:
 def test_request_body_sends_the_chat_when_the_job_has_one() -> None:
     chat = (ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="x"))
     request = JobRequest(job_id="j", model="m", prompt="rendered", temperature=0.0, messages=chat)
-    assert request_body(request, model="m", stream=False) == {
+    assert openai_chat.request_body(request, model="m", stream=False) == {
         "model": "m",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "x"}],
         "stream": False,
@@ -60,7 +53,7 @@ def test_request_body_sends_the_chat_when_the_job_has_one() -> None:
     ],
 )
 def test_error_message(payload: object, message: str | None) -> None:
-    assert error_message(payload) == message
+    assert openai_chat.error_message(payload) == message
 
 
 def test_parse_completion() -> None:
@@ -68,32 +61,37 @@ def test_parse_completion() -> None:
         "choices": [{"message": {"content": "a b c"}, "finish_reason": "length"}],
         "usage": {"completion_tokens": 7},
     }
-    assert parse_completion(payload) == Completion("a b c", 7, "length")
+    assert openai_chat.parse_completion(payload) == Completion("a b c", 7, "length")
     no_usage = {"choices": [{"message": {"content": None}}], "usage": {"completion_tokens": True}}
-    assert parse_completion(no_usage) == Completion("", 0, "stop")
+    assert openai_chat.parse_completion(no_usage) == Completion("", 0, "stop")
     for bad in ({}, {"choices": [{}]}, {"choices": [{"message": {"content": 1}}]}):
-        with pytest.raises(BadResponse):
-            parse_completion(bad)
+        with pytest.raises(openai_chat.BadResponse):
+            openai_chat.parse_completion(bad)
 
 
 def test_apply_chunk_tracks_the_stream() -> None:
-    state = StreamState()
+    state = openai_chat.StreamState()
     chunk = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
-    assert apply_chunk(chunk, state) is None
-    assert apply_chunk({"choices": [{"delta": {"content": "hi"}}]}, state) == "hi"
+    assert openai_chat.apply_chunk(chunk, state) is None
+    assert openai_chat.apply_chunk({"choices": [{"delta": {"content": "hi"}}]}, state) == "hi"
     assert not state.complete
-    assert apply_chunk({"choices": [{"delta": {}, "finish_reason": "stop"}]}, state) is None
+    assert (
+        openai_chat.apply_chunk({"choices": [{"delta": {}, "finish_reason": "stop"}]}, state)
+        is None
+    )
     assert state.complete
     assert state.end() == (1, "stop")
-    assert apply_chunk({"choices": [], "usage": {"completion_tokens": 9}}, state) is None
+    assert (
+        openai_chat.apply_chunk({"choices": [], "usage": {"completion_tokens": 9}}, state) is None
+    )
     assert state.end() == (9, "stop")
     for bad in (
         {"choices": ["x"]},
         {"choices": [{"delta": 1}]},
         {"choices": [{"delta": {"content": 2}}]},
     ):
-        with pytest.raises(BadResponse):
-            apply_chunk(bad, StreamState())
+        with pytest.raises(openai_chat.BadResponse):
+            openai_chat.apply_chunk(bad, openai_chat.StreamState())
 
 
 # ------------------------------------------------------------------ sse

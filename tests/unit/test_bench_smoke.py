@@ -38,6 +38,8 @@ from bench.stats import (
         "bench.attacks",
         "bench.discovery",
         "bench.cost",
+        "bench.gateway",
+        "bench.network_start",
         "bench.plots",
     ],
 )
@@ -50,7 +52,16 @@ def test_cli_parses_the_documented_command() -> None:
 
     args = parse_args(["--quick", "--only", "rtt", "load", "--out", "x.json"])
     assert args.quick and args.only == ["rtt", "load"] and str(args.out) == "x.json"
-    assert set(CASES) == {"rtt", "throughput", "load", "discovery", "cost", "admission"}
+    assert set(CASES) == {
+        "rtt",
+        "throughput",
+        "load",
+        "discovery",
+        "cost",
+        "admission",
+        "gateway",
+        "network_start",
+    }
     with pytest.raises(SystemExit):
         parse_args(["--only", "nope"])
 

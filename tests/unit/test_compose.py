@@ -1,9 +1,10 @@
-"""Static checks of the root ``docker-compose.yml`` (the local Fabstir network).
+"""Static checks of the compose stacks: the root ``docker-compose.yml`` (the local Fabstir
+network) and ``examples/compose-sidecar/docker-compose.yml`` (apps beside p2pd sidecars).
 
-No Docker engine is needed: the file is parsed with PyYAML and every ``fabstir-sidecar`` call
+No Docker engine is needed: each file is parsed with PyYAML and every ``fabstir-sidecar`` call
 in it (commands, entrypoint scripts, healthchecks) is checked against the real CLI, every
-``P2P_*`` variable against the configuration, and the image against ``daemon/Dockerfile``.
-``tests/integration/test_compose_docker.py`` runs the stack where an engine exists.
+``P2P_*`` variable against the configuration, and the images against ``daemon/Dockerfile``
+and ``daemon/build_images.py``. ``tests/containers/`` runs the stacks where an engine exists.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ from fabstir_sidecar.daemon.binary import P2PD_SHA256
 from fabstir_sidecar.daemon.identity import generate_identity
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+DEMO_FILE = ROOT / "docker-compose.yml"
+SIDECAR_FILE = ROOT / "examples" / "compose-sidecar" / "docker-compose.yml"
 DOCKERFILE = ROOT / "daemon" / "Dockerfile"
+BUILD_SCRIPT = ROOT / "daemon" / "build_images.py"
+# daemon/build_images.py: target -> tag. Compose never builds or pulls them.
+SIDECAR_IMAGE, PYTHON_IMAGE, P2PD_IMAGE, CURL_IMAGE = (
+    "fabstir-sidecar:local",
+    "fabstir-python:local",
+    "fabstir-p2pd:local",
+    "fabstir-curl:local",
+)
+IMAGES = {"sidecar": SIDECAR_IMAGE, "library": PYTHON_IMAGE, "p2pd": P2PD_IMAGE, "curl": CURL_IMAGE}
 
 CLI = "fabstir-sidecar"
 IMAGE_ENTRYPOINT = [CLI]  # daemon/Dockerfile: ENTRYPOINT ["fabstir-sidecar"]
@@ -88,20 +99,34 @@ RESTART_POLICIES = re.compile(r"no|always|unless-stopped|on-failure(:\d+)?")
 # ---------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    doc = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    assert isinstance(doc, dict), "docker-compose.yml is not a mapping"
+def _load(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict), f"{path} is not a mapping"
     return doc
+
+
+def _services_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = doc.get("services")
+    assert isinstance(found, dict) and found, "the compose file defines no services"
+    for name, service in found.items():
+        assert isinstance(service, dict), f"service {name!r} is not a mapping"
+    return found
+
+
+@pytest.fixture(scope="module", params=[DEMO_FILE, SIDECAR_FILE], ids=["demo", "sidecar"])
+def compose_file(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
+
+
+@pytest.fixture(scope="module")
+def compose(compose_file: Path) -> dict[str, Any]:
+    return _load(compose_file)
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    found = compose.get("services")
-    assert isinstance(found, dict) and found, "docker-compose.yml defines no services"
-    for name, service in found.items():
-        assert isinstance(service, dict), f"service {name!r} is not a mapping"
-    return found
+    return _services_of(compose)
 
 
 def _as_list(value: Any) -> list[str]:
@@ -118,6 +143,10 @@ def _argv(service: dict[str, Any]) -> list[str]:
     """What the container runs: setting ``entrypoint`` also clears the image's CMD."""
     if "entrypoint" in service:
         return _as_list(service["entrypoint"]) + _as_list(service.get("command"))
+    if service.get("image") == P2PD_IMAGE:  # ENTRYPOINT ["/usr/local/bin/p2pd"]
+        return ["p2pd", *_as_list(service.get("command"))]
+    if service.get("image") == PYTHON_IMAGE:  # CMD ["python3"], no entrypoint
+        return _as_list(service.get("command")) or ["python3"]
     command = _as_list(service["command"]) if "command" in service else IMAGE_CMD
     return IMAGE_ENTRYPOINT + command
 
@@ -253,7 +282,8 @@ def _node_env(service: dict[str, Any]) -> dict[str, str]:
 # ------------------------------------------------------------------------------ tests
 
 
-def test_compose_file_parses_and_has_the_network(services: dict[str, dict[str, Any]]) -> None:
+def test_compose_file_parses_and_has_the_network() -> None:
+    services = _services_of(_load(DEMO_FILE))
     commands = {
         name: [args[0] for args in _calls_in_argv(_argv(s))] for name, s in services.items()
     }
@@ -265,22 +295,61 @@ def test_compose_file_parses_and_has_the_network(services: dict[str, dict[str, A
     assert clients, "no client service runs `find` then `job`"
 
 
-def test_every_service_uses_the_sidecar_image(services: dict[str, dict[str, Any]]) -> None:
-    built: set[str] = set()
+def test_services_use_the_offline_built_images(services: dict[str, dict[str, Any]]) -> None:
+    script = BUILD_SCRIPT.read_text(encoding="utf-8")
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    for target, image in IMAGES.items():
+        assert f'"{target}": "{image}"' in script, f"build_images.py does not tag {image}"
+        assert re.search(rf"^FROM .+ AS {target}$", dockerfile, re.M), f"no stage {target}"
     for name, service in services.items():
-        build = service.get("build")
-        if build is None:
-            continue
-        assert isinstance(build, dict), f"{name}: build must name daemon/Dockerfile explicitly"
-        context = (COMPOSE_FILE.parent / build.get("context", ".")).resolve()
-        assert context == ROOT, f"{name}: build context must be the repository root"
-        dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
-        assert dockerfile == DOCKERFILE, f"{name}: builds {dockerfile}, not daemon/Dockerfile"
-        assert service.get("image"), f"{name}: tag the built image so that it is shared"
-        built.add(service["image"])
-    assert len(built) == 1, f"expected one image built from daemon/Dockerfile, got {built}"
-    for name, service in services.items():
-        assert service.get("image") in built, f"{name} does not use the sidecar image"
+        image = service.get("image")
+        assert image in IMAGES.values(), f"{name}: image {image!r}"
+        assert "build" not in service, f"{name}: images are built offline, never by compose"
+        assert service.get("pull_policy") == "never", f"{name}: a local image: never pull it"
+        if _calls_in_argv(_argv(service)):
+            assert image == SIDECAR_IMAGE, f"{name} runs fabstir-sidecar: needs {SIDECAR_IMAGE}"
+
+
+def _option(argv: list[str], flag: str) -> str:
+    assert flag in argv, f"p2pd without {flag}: {argv}"
+    return argv[argv.index(flag) + 1]
+
+
+def test_sidecar_apps_attach_to_their_own_p2pd() -> None:
+    services = _services_of(_load(SIDECAR_FILE))
+    sidecars = {n: s for n, s in services.items() if s.get("image") == P2PD_IMAGE}
+    apps = {n: s for n, s in services.items() if s.get("image") == PYTHON_IMAGE}
+    assert len(sidecars) == len(apps) == 2, (sidecars, apps)
+    for name, sidecar in sidecars.items():
+        argv = _argv(sidecar)
+        # p2pd's defaults would use the public IPFS bootstrap list: always override it.
+        assert _option(argv, "-bootstrapPeers") == "", f"{name}: {argv}"
+        assert "-b" not in argv, f"{name}: bootstrapping is done from Python"
+    forms = set()
+    for name, app_service in apps.items():
+        env = _node_env(app_service)
+        cfg = NodeConfig.load(env=env)
+        assert cfg.control_addr is not None, f"{name}: no P2P_DAEMON_ADDR"
+        assert "/app/app.py" in _argv(app_service), name
+        mode = app_service.get("network_mode", "")
+        if mode.startswith("service:"):
+            sidecar = sidecars[mode.removeprefix("service:")]
+            assert cfg.control_addr.startswith("/ip4/127.0.0.1/tcp/"), f"{name}: {cfg}"
+            forms.add("netns")
+        else:
+            (sidecar,) = (
+                s for s in sidecars.values() if _option(_argv(s), "-listen") == cfg.control_addr
+            )
+            assert cfg.handler_addr is not None, f"{name}: the daemon must reach the app"
+            shared = {v.split(":")[1] for v in app_service["volumes"]} & {
+                v.split(":")[1] for v in sidecar["volumes"]
+            }
+            for addr in (cfg.control_addr, cfg.handler_addr):
+                assert any(addr.startswith(f"/unix{d}/") for d in shared), f"{name}: {addr}"
+            forms.add("volume")
+        assert _option(_argv(sidecar), "-listen") == cfg.control_addr, name
+        assert set(app_service["depends_on"]) >= {"bootstrap"}, name
+    assert forms == {"netns", "volume"}
 
 
 def test_cli_calls_exist_in_the_real_cli(
@@ -288,7 +357,7 @@ def test_cli_calls_exist_in_the_real_cli(
 ) -> None:
     calls = _all_calls(services)
     used = {args[0] for _, args in calls if args}
-    assert {"bootstrap", "host", "find", "job", "identity", "status"} <= used, used
+    assert {"bootstrap", "host", "identity"} <= used, used
     for service, args in calls:
         path, rest = _subcommand(args)
         where = f"{service}: fabstir-sidecar {' '.join(args)}"
@@ -307,8 +376,10 @@ def test_cli_calls_exist_in_the_real_cli(
             pytest.fail(f"{where}: does not parse: {exc}")
 
 
-def test_p2p_variables_are_known_and_valid(services: dict[str, dict[str, Any]]) -> None:
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
+def test_p2p_variables_are_known_and_valid(
+    compose_file: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    text = compose_file.read_text(encoding="utf-8")
     used = set(P2P_VAR.findall(text))
     assert used, "the stack is expected to be configured with P2P_* variables"
     unknown = used - set(ENV_VARS)
@@ -321,13 +392,13 @@ def test_p2p_variables_are_known_and_valid(services: dict[str, dict[str, Any]]) 
         cfg = NodeConfig.load(env=env)
         if "P2P_LISTEN_ADDRESSES" in env:
             assert cfg.listen == ("/ip4/0.0.0.0/tcp/4001",), f"{name}: {cfg.listen}"
-        assert cfg.enable_mdns is False, f"{name}: discovery must go through the bootstrap node"
+            assert cfg.enable_mdns is False, f"{name}: discovery goes through the bootstrap node"
 
 
 def test_bootstrap_multiaddrs_name_the_bootstrap_service(
-    services: dict[str, dict[str, Any]], tmp_path: Path
+    compose_file: Path, services: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    text = compose_file.read_text(encoding="utf-8")
     for public in PUBLIC_BOOTSTRAP_MARKERS:
         assert public not in text, f"public IPFS bootstrap peer {public!r} in the compose file"
     templates = re.findall(r"/dns4/[^\s\"'\\]+/p2p/", text)
@@ -341,12 +412,14 @@ def test_bootstrap_multiaddrs_name_the_bootstrap_service(
         assert address == f"/dns4/{host}/tcp/4001", address
 
 
-def test_p2p_bootstrap_nodes_export_is_a_valid_json_list(tmp_path: Path) -> None:
+def test_p2p_bootstrap_nodes_export_is_a_valid_json_list(
+    compose_file: Path, tmp_path: Path
+) -> None:
     """Run the entrypoint's `export P2P_BOOTSTRAP_NODES=...` in a real shell and parse it."""
     sh = shutil.which("sh")
     if sh is None:
         pytest.skip("no POSIX shell to evaluate the export line")
-    text = COMPOSE_FILE.read_text(encoding="utf-8").replace("$$", "$")
+    text = compose_file.read_text(encoding="utf-8").replace("$$", "$")
     exports = re.findall(r"export (P2P_BOOTSTRAP_NODES=.*)", text)
     assert exports, "no `export P2P_BOOTSTRAP_NODES=...` in the compose file"
     peer_id = generate_identity(tmp_path / "bootstrap.key")
@@ -414,7 +487,7 @@ def test_dockerfile_pin_is_the_enforced_p2pd_sha256() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     pins = set(re.findall(r"\b[0-9a-f]{64}\b", text))
     assert pins == {P2PD_SHA256}, f"daemon/Dockerfile pins {pins}, binary.py has {P2PD_SHA256}"
-    assert re.search(r"sha256sum\s+\S*/p2pd\b", text), "the Dockerfile no longer checks p2pd"
+    assert re.search(r"sha256sum -c", text), "the Dockerfile no longer checks p2pd"
 
 
 def _unknown(keys: Any, known: set[str]) -> list[str]:
@@ -441,3 +514,94 @@ def test_keys_are_compose_spec_keys(
             restart = service["restart"]
             assert isinstance(restart, str), f"{name}: quote restart: {restart!r}"
             assert RESTART_POLICIES.fullmatch(restart), f"{name}: restart {restart!r}"
+
+
+# ------------------------------------------------------------------ the HTTP gateway
+
+
+def _option_value(args: list[str], flag: str) -> str:
+    assert flag in args, f"no {flag} in {args}"
+    return args[args.index(flag) + 1]
+
+
+def test_curl_image_stage_is_last_and_installs_nothing() -> None:
+    """The legacy builder builds every stage before its target: the curl stage, whose base
+    (curlimages/curl by default) the other images must not need, comes last; and like every
+    stage it installs nothing (the build has no network)."""
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    assert stages[-1] == ("${CURL_BASE_IMAGE}", "curl"), stages
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert not re.search(r"^RUN .*\b(apt-get|apk|apt) ", text, re.M), "a build installs nothing"
+    assert re.search(r"^ARG CURL_BASE_IMAGE=\S+", text, re.M), "CURL_BASE_IMAGE needs a default"
+    script = BUILD_SCRIPT.read_text(encoding="utf-8")
+    assert '"curl"' in script.split("DEBIAN_PACKAGES = ", 1)[1].splitlines()[0], (
+        "the Debian base must include curl: it is fabstir-curl's base under --debian-base"
+    )
+
+
+def test_gateway_serves_off_loopback_with_a_token_from_a_one_shot_step() -> None:
+    services = _services_of(_load(DEMO_FILE))
+    gateway = services["gateway"]  # curl-client calls http://gateway:8080
+    ((args),) = [a for a in _calls_in_argv(_argv(gateway)) if a and a[0] == "gateway"]
+    host, port = _option_value(args, "--http").rsplit(":", 1)
+    assert (host, port) == ("0.0.0.0", "8080"), args
+    token = Path(_option_value(args, "--token-file"))
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in gateway["volumes"]}
+    volume = mounts[str(token.parent)]
+    assert f"{volume}:{token.parent}:ro" in gateway["volumes"], "the gateway only reads it"
+    # Who mounts the token's volume writable: the one-shot step that creates it, no one else.
+    writers = [
+        name
+        for name, service in services.items()
+        for mount in service.get("volumes", [])
+        if mount.split(":")[0] == volume and not mount.endswith(":ro")
+    ]
+    assert len(writers) == 1, f"one one-shot step writes the token: {writers}"
+    (writer,) = writers
+    assert gateway["depends_on"][writer]["condition"] == "service_completed_successfully"
+    assert services[writer].get("restart") == "no"
+    health = " ".join(gateway["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/health" in health, health
+    assert '"healthy"' in health, "healthy: HTTP accepts and the bootstrap node is connected"
+
+
+def test_curl_client_uses_only_curl_against_the_gateway() -> None:
+    services = _services_of(_load(DEMO_FILE))
+    client = services["curl-client"]
+    assert client["image"] == CURL_IMAGE
+    argv = _argv(client)
+    assert argv[0] in SHELLS and argv[1] == "-euc", argv
+    script = argv[2].replace("$$", "$")
+    assert CLI not in script and "python" not in script, "curl and sh only"
+    for needed in (
+        "http://gateway:8080",
+        "Authorization: Bearer",
+        "/v1/models",
+        "/v1/chat/completions",
+        "data: [DONE]",
+    ):
+        assert needed in script, f"the curl client does not use {needed!r}"
+    token_dir = str(Path(_option_value(_calls_in_argv(_argv(services["gateway"]))[0],
+                                       "--token-file")).parent)  # fmt: skip
+    assert f"cat {token_dir}/token" in script
+    assert any(v.endswith(f":{token_dir}:ro") for v in client["volumes"]), client["volumes"]
+    depends = client["depends_on"]
+    assert depends["gateway"]["condition"] == "service_healthy"
+    served = {
+        model
+        for name, service in services.items()
+        for call in _calls_in_argv(_argv(service))
+        if call[:1] == ["host"]
+        for model in [_option_value(call, "--model")]
+    }
+    bodies = [json.loads(body) for body in re.findall(r"^chat='(.*)'$", script, re.M)]
+    assert [body.get("stream", False) for body in bodies] == [False, True], bodies
+    for body in bodies:
+        assert body["model"] in served, f"{body['model']} is served by no host of the file"
+    hosts = {
+        n for n, s in services.items() if any(c[:1] == ["host"] for c in _calls_in_argv(_argv(s)))
+    }
+    assert hosts <= set(depends), "the client waits for the hosts it asks for"
+    sh = shutil.which("sh")
+    if sh is not None:  # the script at least parses (POSIX sh -n)
+        subprocess.run([sh, "-n", "-c", script], check=True, timeout=10)

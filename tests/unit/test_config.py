@@ -15,6 +15,7 @@ from multiaddr import Multiaddr
 
 from fabstir_sidecar.core.errors import ConfigError, FabstirError, InvalidMultiaddrError
 from fabstir_sidecar.core.multiaddr import parse_multiaddr, split_peer_multiaddr
+from fabstir_sidecar.core.nat_options import NAT_ENV_VARS
 from fabstir_sidecar.core.peer_id import PeerId, b58encode
 from fabstir_sidecar.core.settings import DEFAULT_LISTEN, ENV_VARS, NodeConfig
 
@@ -97,6 +98,10 @@ def test_env_vars_documented() -> None:
         "P2P_IDENTITY_FILE",
         "P2P_DAEMON_ADDR",
         "P2P_DATA_DIR",
+        "P2P_DAEMON",
+        "P2P_DAEMON_IMAGE",
+        "P2P_HANDLER_ADDR",
+        *NAT_ENV_VARS,  # tests/unit/test_nat_config.py
     }
     assert all(isinstance(text, str) and text and "\n" not in text for text in ENV_VARS.values())
 

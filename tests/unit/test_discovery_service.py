@@ -69,6 +69,7 @@ class FakeConfig:
     enable_dht: bool = False
     connection_timeout: float = 5.0
     max_message_size: int = 1 << 20
+    relay_addrs: tuple[str, ...] = ()  # core/circuit.py: relays to dial through
 
 
 class FakeNode:

@@ -10,88 +10,24 @@ from typing import Any
 
 import fabstir_sidecar
 
-PINNED = {
-    "ChatMessage",
-    "Rejection",
-    "CachedPeer",
-    "FrameBatch",
-    "PeerCache",
-    "DaemonStream",
-    "ENV_VARS",
-    "AdmissionCounters",
-    "Backend",
-    "BackendError",
-    "BadRequestError",
-    "BootstrapResult",
-    "Completion",
-    "ConfigError",
-    "ConnectionLostError",
-    "ControlError",
-    "DaemonControl",
-    "DaemonError",
-    "DaemonIntegrityError",
-    "DaemonNotFoundError",
-    "DaemonStartError",
-    "DaemonUnavailableError",
-    "Discovery",
-    "DiscoveryManager",
-    "EchoBackend",
-    "Exchange",
-    "FabstirClient",
-    "FabstirError",
-    "FabstirTimeoutError",
-    "FailedError",
-    "FinderConfig",
-    "FrameTooLargeError",
-    "Host",
-    "HostBusyError",
-    "HostConfig",
-    "HostCriteria",
-    "HostService",
-    "HostStats",
-    "HostStatus",
-    "InferenceResponse",
-    "InvalidInputError",
-    "InvalidMultiaddrError",
-    "InvalidPeerIdError",
-    "JobEvent",
-    "JobOutcomeUnknownError",
-    "JobRejectedError",
-    "JobRequest",
-    "JobResult",
-    "JobStream",
-    "LookupStats",
-    "MalformedMessageError",
-    "MatchReport",
-    "MdnsService",
-    "MessageTooLargeError",
-    "NoMatchingHostError",
-    "NodeClosedError",
-    "NodeConfig",
-    "NodeInterface",
-    "NodeNotStartedError",
-    "NodeState",
-    "NodeStateError",
-    "NotSentError",
-    "OpenAIBackend",
-    "PeerAddrs",
-    "PeerId",
-    "PeerInfo",
-    "PeerUnreachableError",
-    "ProtocolError",
-    "ProtocolNotSupportedError",
-    "RemoteError",
-    "RetryConfig",
-    "RetryExhaustedError",
-    "RetryableError",
-    "RpcLimits",
-    "SetupError",
-    "StreamClosedError",
-    "StreamEnd",
-    "TokenStream",
-    "__version__",
-    "role_config",
-}
+_PINNED_NAMES = """
+__version__ AdmissionCounters Backend BackendError BadRequestError BootstrapResult CachedPeer
+ChatMessage
+Completion ConfigError ConnectionLostError ControlError DaemonControl DaemonError
+DaemonIntegrityError DaemonNotFoundError DaemonStartError DaemonStream
+DaemonUnavailableError Discovery DiscoveryManager EchoBackend ENV_VARS Exchange
+FabstirClient FabstirError FabstirTimeoutError FailedError FinderConfig FrameBatch
+FrameTooLargeError Host HostBusyError HostConfig HostCriteria HostService HostStats
+HostStatus InferenceResponse InvalidInputError InvalidMultiaddrError InvalidPeerIdError
+JobEvent JobOutcomeUnknownError JobRejectedError JobRequest JobResult JobStream
+LookupStats MalformedMessageError MatchReport MdnsService MessageTooLargeError
+NodeClosedError NodeConfig NodeInterface NodeNotStartedError NodeState NodeStateError
+NoMatchingHostError NotSentError OpenAIBackend PeerAddrs PeerCache PeerId PeerInfo
+PeerUnreachableError ProtocolError ProtocolNotSupportedError Rejection RemoteError
+RetryableError RetryConfig RetryExhaustedError role_config RpcLimits SetupError
+StreamClosedError StreamEnd TokenStream
+"""
+PINNED = frozenset(_PINNED_NAMES.split())
 
 
 def test_all_is_pinned() -> None:

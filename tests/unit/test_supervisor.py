@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from fabstir_sidecar.core.errors import DaemonUnavailableError, FabstirError, NotSentError
@@ -107,21 +108,60 @@ def test_down_then_up_recovers() -> None:
     availability.check()
 
 
-def test_permanent_down_cannot_come_back() -> None:
+@pytest.mark.parametrize(
+    ("downs", "reason"),
+    [
+        pytest.param([("restart is disabled", True)], "restart is disabled", id="permanent"),
+        # A later reason that is not permanent itself: the state already is.
+        pytest.param(
+            [("gave up", True), ("node is stopping", False)], "node is stopping", id="sticks"
+        ),
+    ],
+)
+def test_permanent_down_cannot_come_back(downs: list[tuple[str, bool]], reason: str) -> None:
     availability = Availability()
     availability.up()
-    availability.down("restart is disabled", permanent=True)
+    for text, permanent in downs:
+        availability.down(text, permanent=permanent)
     availability.up()
     assert not availability.available
-    with pytest.raises(DaemonUnavailableError, match="restart is disabled"):
+    with pytest.raises(DaemonUnavailableError, match=reason):
         availability.check()
 
 
-def test_permanent_sticks_across_later_reasons() -> None:
+def test_a_failure_is_final_and_kept_through_the_stop() -> None:
     availability = Availability()
-    availability.down("gave up", permanent=True)
-    availability.down("node is stopping")  # not permanent itself, but it already is
+    availability.up()
+    assert availability.failure is None
+    availability.fail("gave up after 5 restarts")
+    availability.fail("a later reason")
+    availability.down("node is stopping", permanent=True)
     availability.up()
     assert not availability.available
-    with pytest.raises(DaemonUnavailableError, match="node is stopping"):
-        availability.check()
+    assert availability.failure == "gave up after 5 restarts"
+
+
+def test_a_stop_is_no_failure() -> None:
+    availability = Availability()
+    availability.up()
+    availability.down("node is stopping", permanent=True)
+    assert availability.failure is None
+
+
+@pytest.mark.anyio
+async def test_waiting_for_a_failure() -> None:
+    availability = Availability()
+    availability.up()
+    async with anyio.create_task_group() as tg:
+        got: list[str] = []
+
+        async def wait() -> None:
+            got.append(await availability.wait_failed())
+
+        tg.start_soon(wait)
+        await anyio.sleep(0.01)
+        assert not got
+        availability.fail("restart failed")
+    assert got == ["restart failed"]
+    with anyio.fail_after(1):
+        assert await availability.wait_failed() == "restart failed"

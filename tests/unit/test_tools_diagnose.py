@@ -32,6 +32,7 @@ def test_the_json_document_has_the_documented_keys_in_order() -> None:
         "connected_peers",
         "bootstrap",
         "dht",
+        "reachability",
     ]
     assert doc["bootstrap"] == [
         {"address": "/ip4/10.0.0.5/tcp/4001/p2p/" + PEER, "reachable": True, "error": None}

@@ -11,16 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fabstir_sidecar.core.errors import MalformedMessageError, ProtocolError
-from fabstir_sidecar.wire.codes import REJECTED_BUSY, REJECTED_CODES
+from fabstir_sidecar.wire import codes
 from fabstir_sidecar.wire.json_codec import decode_json_object, encode_json
 from fabstir_sidecar.wire.messages import (
     DEFAULT_DISCOVERY_LIMIT,
-    ERROR_BAD_REQUEST,
-    ERROR_BUSY,
-    ERROR_CODES,
-    ERROR_INTERNAL,
-    ERROR_TIMEOUT,
-    ERROR_TOO_LARGE,
     MAX_DISCOVERY_LIMIT,
     MAX_JOB_ID_LENGTH,
     MAX_SAFE_INTEGER,
@@ -41,19 +35,8 @@ from fabstir_sidecar.wire.messages import (
     StatusRequest,
     parse_job_response,
 )
+from tests.wire_samples import HOST_JSON
 
-HOST_JSON: dict[str, Any] = {
-    "peer_id": "12D3KooWHost",
-    "addrs": ["/ip4/127.0.0.1/tcp/4001"],
-    "models": ["llama-3.2-1b-instruct"],
-    "reputation": 90,
-    "uptime_s": 3600,
-    "location": "US",
-    "api_url": "http://127.0.0.1:8080",
-    "active_jobs": 1,
-    "max_jobs": 4,
-    "version": "0.1.0",
-}
 HOST = Host(
     peer_id="12D3KooWHost",
     addrs=("/ip4/127.0.0.1/tcp/4001",),
@@ -423,15 +406,23 @@ def test_identifiers_must_not_be_empty() -> None:
 
 
 def test_error_codes() -> None:
-    assert (ERROR_BAD_REQUEST, ERROR_TOO_LARGE, ERROR_INTERNAL, ERROR_TIMEOUT, ERROR_BUSY) == (
+    assert (
+        codes.ERROR_BAD_REQUEST,
+        codes.ERROR_TOO_LARGE,
+        codes.ERROR_INTERNAL,
+        codes.ERROR_TIMEOUT,
+        codes.ERROR_BUSY,
+    ) == (
         "bad_request",
         "too_large",
         "internal",
         "timeout",
         "busy",
     )
-    assert frozenset({"bad_request", "too_large", "internal", "timeout", "busy"}) == ERROR_CODES
-    assert frozenset({"model_not_served", "busy", "shutting_down"}) == REJECTED_CODES
+    assert (
+        frozenset({"bad_request", "too_large", "internal", "timeout", "busy"}) == codes.ERROR_CODES
+    )
+    assert frozenset({"model_not_served", "busy", "shutting_down"}) == codes.REJECTED_CODES
 
 
 def test_unknown_error_code_is_accepted() -> None:
@@ -612,7 +603,7 @@ def test_job_request_messages_are_validated() -> None:
 
 
 def test_job_rejected_code_and_retry_after() -> None:
-    msg = JobRejected(job_id="j", reason="busy", code=REJECTED_BUSY, retry_after_ms=250)
+    msg = JobRejected(job_id="j", reason="busy", code=codes.REJECTED_BUSY, retry_after_ms=250)
     data = msg.to_json()
     assert data == {
         "type": "job_rejected",
@@ -636,7 +627,7 @@ def test_job_rejected_code_and_retry_after() -> None:
 
 
 def test_error_retry_after() -> None:
-    msg = ErrorMessage(code=ERROR_BUSY, message="full", job_id="j", retry_after_ms=0)
+    msg = ErrorMessage(code=codes.ERROR_BUSY, message="full", job_id="j", retry_after_ms=0)
     assert msg.to_json() == {
         "type": "error",
         "job_id": "j",
@@ -677,19 +668,12 @@ hosts = st.builds(
 job_responses = st.one_of(
     st.builds(JobToken, job_id=job_ids, text=text),
     st.builds(JobResult, job_id=job_ids, content=text, tokens_used=counts, finish_reason=text),
-    st.builds(
-        JobRejected,
-        job_id=job_ids,
-        reason=text,
-        code=st.none() | ident,
-        retry_after_ms=st.none() | counts,
-    ),
-    st.builds(
-        ErrorMessage,
-        code=ident,
-        message=text,
-        job_id=st.none() | job_ids,
-        retry_after_ms=st.none() | counts,
+    *(
+        st.builds(cls, retry_after_ms=st.none() | counts, **fields)
+        for cls, fields in (
+            (JobRejected, {"job_id": job_ids, "reason": text, "code": st.none() | ident}),
+            (ErrorMessage, {"job_id": st.none() | job_ids, "message": text, "code": ident}),
+        )
     ),
 )
 messages = st.one_of(

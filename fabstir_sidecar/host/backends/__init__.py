@@ -2,6 +2,7 @@
 
 * :class:`EchoBackend` - deterministic echo of the prompt, for demos and tests.
 * :class:`OpenAIBackend` - any OpenAI-compatible HTTP server (llama.cpp, vLLM, Ollama...).
+* :class:`FabstirNodeBackend` - a fabstir-llm-node's ``POST /v1/inference``.
 """
 
 from fabstir_sidecar.backend import (
@@ -12,6 +13,7 @@ from fabstir_sidecar.backend import (
     TokenStream,
 )
 from fabstir_sidecar.host.backends.echo import EchoBackend
+from fabstir_sidecar.host.backends.fabstir_node import FabstirNodeBackend
 from fabstir_sidecar.host.backends.openai import OpenAIBackend
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "BackendError",
     "Completion",
     "EchoBackend",
+    "FabstirNodeBackend",
     "OpenAIBackend",
     "StreamEnd",
     "TokenStream",

@@ -16,8 +16,18 @@ import httpx
 
 from fabstir_sidecar.backend import BackendError
 
-__all__ = ["ERROR_BODY_LIMIT", "SNIPPET_CHARS", "Endpoint", "describe", "loads_or_none", "snippet"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "ERROR_BODY_LIMIT",
+    "SNIPPET_CHARS",
+    "Endpoint",
+    "describe",
+    "loads_or_none",
+    "snippet",
+]
 
+DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+"""How much of a backend server's answer is read at most, unless a backend is told otherwise."""
 ERROR_BODY_LIMIT: Final = 64 * 1024
 """How much of an error response is read to quote the server's message."""
 SNIPPET_CHARS: Final = 200

@@ -20,17 +20,21 @@ a long generation may legitimately stream for longer (the host bounds a job's to
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import httpx
 
-from fabstir_sidecar.backend import AsyncClosing, BackendError, Completion, StreamEnd, TokenStream
-from fabstir_sidecar.core.errors import ConfigError
-from fabstir_sidecar.host.backends.http_response import Endpoint, describe, loads_or_none
+from fabstir_sidecar.backend import BackendError, Completion, StreamEnd, TokenStream
+from fabstir_sidecar.host.backends.http_backend import HttpBackend
+from fabstir_sidecar.host.backends.http_response import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Endpoint,
+    describe,
+    loads_or_none,
+)
 from fabstir_sidecar.host.backends.openai_chat import (
     BadResponse,
     StreamState,
@@ -44,10 +48,8 @@ from fabstir_sidecar.wire.messages import JobRequest
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "OpenAIBackend"]
 
-DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 
-
-class OpenAIBackend(AsyncClosing):
+class OpenAIBackend(HttpBackend):
     """Serve jobs with an OpenAI-compatible server at ``base_url`` (e.g.
     ``http://127.0.0.1:8080/v1``).
 
@@ -66,29 +68,13 @@ class OpenAIBackend(AsyncClosing):
         client: httpx.AsyncClient | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        base = base_url.strip().rstrip("/")
-        try:
-            url = httpx.URL(base + "/chat/completions")
-        except (httpx.InvalidURL, ValueError, TypeError) as exc:
-            raise ConfigError("base_url", base_url, describe(exc)) from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError("base_url", base_url, "expected an http:// or https:// URL")
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ConfigError("timeout", timeout, "must be a positive number of seconds")
-        if max_response_bytes < 1:
-            raise ConfigError("max_response_bytes", max_response_bytes, "must be positive")
-
-        self._url = url
+        super().__init__(base_url, "/chat/completions", timeout, client, max_response_bytes)
+        url = self._url
         # The URL as shown in messages: never a password embedded in base_url.
         shown = url.copy_with(username=url.username, password="***") if url.password else url
         self._endpoint = Endpoint(str(shown), timeout)
         self._api_key = api_key
-        self._timeout = timeout
         self._model_map: dict[str, str] = dict(model_map or {})
-        self._max_bytes = max_response_bytes
-        self._owns_client = client is None
-        self._closed = False
-        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
 
     @property
     def name(self) -> str:
@@ -224,12 +210,6 @@ class OpenAIBackend(AsyncClosing):
         yield StreamEnd(tokens_used=tokens, finish_reason=finish_reason)
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if the backend created it (idempotent)."""
-        self._closed = True
-        if self._owns_client:
-            await self._client.aclose()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.url!r}, timeout={self._timeout!r})"

@@ -1,0 +1,40 @@
+"""The TCP pre-probe that keeps p2pd out of dial backoff (daemon/dialguard.py)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from fabstir_sidecar.daemon.dialguard import probe, tcp_target
+
+
+@pytest.mark.parametrize(
+    ("addr", "target"),
+    [
+        ("/ip4/127.0.0.1/tcp/4001", ("127.0.0.1", 4001)),
+        ("/ip6/::1/tcp/4001", ("::1", 4001)),
+        ("/dns4/example.org/tcp/443/wss", ("example.org", 443)),
+        ("/ip4/1.2.3.4/udp/4001/quic-v1", None),
+        (
+            "/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWRnPrTgtPSGfUv8CgFkMUmgjTAGtEGXey1b1jAsoK6Dn6/p2p-circuit",
+            None,
+        ),
+        ("/unix/tmp/x.sock", None),
+        ("not a multiaddr", None),
+    ],
+)
+def test_tcp_target(addr: str, target: tuple[str, int] | None) -> None:
+    assert tcp_target(addr) == target
+
+
+@pytest.mark.anyio
+async def test_probe_tells_a_listening_port_from_a_closed_one() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert await probe([f"/ip4/127.0.0.1/tcp/{port}"], 1.0) is True
+    assert await probe([f"/ip4/127.0.0.1/tcp/{port}"], 1.0) is False
+    assert await probe(["/ip4/127.0.0.1/udp/1/quic-v1"], 1.0) is None
+    assert await probe([], 1.0) is None
