@@ -150,7 +150,8 @@ class RetryEstimator:
     The host cannot know how many requesters wait, but it sees two rates: busy answers and
     finished jobs (both decayed over ``window`` seconds). If it answers ``busy`` more often
     than ``target`` x the jobs it finishes, waiting requesters come back too soon: the wait
-    grows (at most x2 per ``step`` s); if less often, it shrinks (at least x0.5). So retries
+    grows (x2 at most per ``step`` s, and only once the busy answers outnumber the slots); if
+    less often, it shrinks (x0.5 at most); after a quiet spell it starts again. So retries
     settle near the rate at which slots free up, whatever the number of requesters, and the
     host spends its CPU on jobs rather than on refusals. Never below one job time over the
     slots, nor outside [``floor_s``, ``ceiling_s``].
@@ -196,11 +197,16 @@ class RetryEstimator:
         """Count one busy answer; the seconds it should tell the requester to wait."""
         now = self._decay()
         self._busy += 1.0
-        steps = min(8, int((now - self._adjusted) / self._step))
-        if steps:
-            ratio = self._busy / max(self._done, 1.0) / self._target
-            self.retry_s *= min(2.0, max(0.5, ratio)) ** steps
-            self._adjusted = now
         low = max(self._floor, self.job_s / slots)
+        elapsed = now - self._adjusted
+        if elapsed > 4 * self._window:  # quiet for a while: start again from one job time
+            self.retry_s = low
+            self._adjusted = now
+        elif elapsed >= self._step:
+            factor = min(2.0, max(0.5, self._busy / max(self._done, 1.0) / self._target))
+            if factor > 1.0 and self._busy <= slots:
+                factor = 1.0  # a handful of refusals is no stampede
+            self.retry_s *= factor
+            self._adjusted = now
         self.retry_s = min(self._ceiling, max(low, self.retry_s))
         return self.retry_s

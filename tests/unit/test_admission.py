@@ -133,6 +133,19 @@ def test_retry_after_grows_while_busy_answers_outpace_finished_jobs() -> None:
             estimate.busy(8)
     assert estimate.retry_s > 10 * first
     assert estimate.retry_s <= 30.0
+    clock.now += 10.0  # a quiet spell: the next refusal starts again from one job time
+    assert estimate.busy(8) == pytest.approx(max(0.005, estimate.job_s / 8))
+
+
+def test_a_few_refusals_after_a_quiet_host_get_a_short_wait() -> None:
+    clock = Clock()
+    estimate = RetryEstimator(clock=clock)
+    clock.now += 60.0
+    waits = []
+    for _ in range(3):
+        clock.now += 0.3
+        waits.append(estimate.busy(8))
+    assert max(waits) <= 0.05
 
 
 def test_retry_after_shrinks_to_a_job_time_when_refusals_are_rare() -> None:
