@@ -12,7 +12,7 @@ stopping host answers ``shutting_down`` and drains its jobs (:meth:`HostService.
 backend failure is an ``error/internal`` answer and the host lives on.
 
 Fair share of job slots (``core/admission.FairShare``): one peer never holds the last
-``max_jobs // 8`` slots (at least one when ``max_jobs`` > 1), and under contention no peer
+``max_jobs // 8`` slots (at least one when ``max_jobs`` > 2), and under contention no peer
 holds more than its fair share, so a peer that hogs slots cannot lock the others out.
 """
 
@@ -124,7 +124,7 @@ class HostService:
         self.backend = backend
         self._on_job = on_job
         self._models = frozenset(config.models)
-        reserve = max(1, config.max_jobs // 8) if config.max_jobs > 1 else 0
+        reserve = max(1, config.max_jobs // 8) if config.max_jobs > 2 else 0
         self._slots = FairShare(config.max_jobs, config.max_jobs - reserve)
         self._estimate = RetryEstimator()
         self._stopping = False
