@@ -139,6 +139,7 @@ async def host_process(
     max_connections: int = 10,
     name: str = "hostproc",
     profile_as: str | None = None,
+    max_jobs: int | None = None,
 ) -> AsyncIterator[HostProc]:
     argv = [
         sys.executable,
@@ -161,6 +162,8 @@ async def host_process(
         argv += ["--bootstrap", address]
     if raw:
         argv.append("--raw")
+    if max_jobs is not None:
+        argv += ["--max-jobs", str(max_jobs)]
     if wait_advertised:
         argv.append("--wait-advertised")
     proc = await LineProcess.start(argv, name=name)

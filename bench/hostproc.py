@@ -133,6 +133,7 @@ async def serve_commands(started: list[Running]) -> None:
                             "rejected": r.service.stats.rejected if r.service else 0,
                             "errors": r.service.stats.errors if r.service else 0,
                             "active": r.service.active_jobs if r.service else 0,
+                            "admission": r.service.admission.as_dict() if r.service else {},
                         }
                         for r in started
                     ],

@@ -1,7 +1,7 @@
 """Host under load: echo jobs/s one host (its own process) sustains from 1, 10 and 100
 concurrent requesters, p50/p99 latency and errors, against raw daemon echo at the same
-concurrency. Requesters are tasks spread over a few client nodes (at most 25 per node: a
-host serves at most ``RpcLimits.max_per_peer`` = 32 concurrent job streams per peer)."""
+concurrency. Requesters are tasks spread over a few client nodes (25 per node); the same load
+from one client node, side by side with the spread one, is ``bench/admission.py``'s."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ import anyio
 from fabstir_sidecar.core.errors import DaemonNotFoundError
 from fabstir_sidecar.daemon.binary import find_p2pd
 
-from . import cost, discovery, gateway, load, network_start, rtt, throughput
+from . import admission, cost, discovery, gateway, load, network_start, rtt, throughput
 from .common import Ctx
 from .procs import REPO_ROOT, alive, loadavg, machine_facts, p2pd_descendants, progress
 from .stats import format_table, results_document, validate_results
@@ -38,6 +38,7 @@ CASES: dict[str, Callable[[Ctx], Awaitable[None]]] = {
     "load": load.run,
     "discovery": discovery.run,
     "cost": cost.run,
+    "admission": admission.run,
     "gateway": gateway.run,
     "network_start": network_start.run,
 }

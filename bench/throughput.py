@@ -107,7 +107,7 @@ async def run(ctx: Ctx) -> None:
         async def ours_tokens(_: int) -> list[float]:
             t0 = time.perf_counter()
             got = 0
-            stream = client.stream_job(peer, MODEL, prompt)
+            stream = client.stream_job(peer, MODEL, prompt, max_tokens=count)
             async for _token in stream:
                 got += 1
             elapsed = time.perf_counter() - t0

@@ -6,6 +6,7 @@ The public API is re-exported here; everything else is an implementation detail.
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend, Completion, StreamEnd, TokenStream
 from fabstir_sidecar.client import FabstirClient, JobStream, RetryConfig
+from fabstir_sidecar.core.admission import AdmissionCounters
 from fabstir_sidecar.core.errors import (
     BackendError,
     BadRequestError,
@@ -76,6 +77,7 @@ from fabstir_sidecar.wire.messages import (
 
 __all__ = [
     "ENV_VARS",
+    "AdmissionCounters",
     "Backend",
     "BackendError",
     "BadRequestError",

@@ -11,25 +11,27 @@ jitter, bounded in attempts and in total time, honouring a host's ``retry_after`
   :class:`JobOutcomeUnknownError` and the job is never sent again.
 
 Never retried: bad input, rejections, protocol errors. When every attempt failed,
-``RetryExhaustedError`` says how many were made and why each failed.
+``RetryExhaustedError`` says how many were made and why each failed. ``busy`` answers count
+against ``RetryConfig.busy_attempts``, not ``attempts``. Pacing (``rpc/pacing.py``): jobs to
+one host stay within a window (callers queue locally) capped by its advertised ``max_jobs``,
+so that a ``gather`` of 1,000 jobs does not overflow a host.
 """
 
 from __future__ import annotations
 
-import bisect
+import contextlib
 import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import anyio
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
 )
@@ -37,16 +39,18 @@ from tenacity import (
 from fabstir_sidecar.core.errors import (
     ConfigError,
     FabstirError,
-    JobRejectedError,
+    HostBusyError,
     NotSentError,
     RetryableError,
     RetryExhaustedError,
 )
+from fabstir_sidecar.core.jobstats import JOB_DURATION_BUCKETS, ClientStats, job_outcome
 from fabstir_sidecar.node_interface import NodeInterface
 from fabstir_sidecar.protocols.discovery import request_discovery
 from fabstir_sidecar.protocols.inference import request_inference
 from fabstir_sidecar.protocols.job import job_frames, run_job_once
 from fabstir_sidecar.protocols.status import HostStatus, request_status
+from fabstir_sidecar.rpc.pacing import Pacer, Pacers
 from fabstir_sidecar.wire.messages import (
     ChatMessage,
     InferenceRequest,
@@ -56,6 +60,15 @@ from fabstir_sidecar.wire.messages import (
     JobToken,
     PeerInfo,
 )
+
+__all__ = [
+    "DEFAULT_JOB_TIMEOUT",
+    "JOB_DURATION_BUCKETS",
+    "ClientStats",
+    "FabstirClient",
+    "JobStream",
+    "RetryConfig",
+]
 
 T = TypeVar("T")
 
@@ -74,12 +87,16 @@ class RetryConfig:
     max_total_s: float = 60.0
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
+    busy_attempts: int = 100
+    """Tries while the host answers ``busy`` / ``shutting_down`` (within ``max_total_s``)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise ConfigError("attempts", self.attempts, "expected an integer")
-        if self.attempts < 1:
-            raise ConfigError("attempts", self.attempts, "must be >= 1")
+        for name in ("attempts", "busy_attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(name, value, "expected an integer")
+            if value < 1:
+                raise ConfigError(name, value, "must be >= 1")
         for name in ("max_total_s", "initial_backoff_s", "max_backoff_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -91,41 +108,7 @@ class RetryConfig:
 
     @classmethod
     def none(cls) -> RetryConfig:
-        return cls(attempts=1)
-
-
-JOB_DURATION_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
-
-
-@dataclass(slots=True)
-class ClientStats:
-    """What this client's jobs did (read by the gateway's /metrics): outcome counts
-    (``result``, ``rejected``, ``error``, ``cancelled``), tokens streamed, and job durations
-    counted per upper bound of ``JOB_DURATION_BUCKETS`` (the last slot: above them all)."""
-
-    jobs: dict[str, int] = field(default_factory=dict)
-    tokens_streamed: int = 0
-    duration_counts: list[int] = field(
-        default_factory=lambda: [0] * (len(JOB_DURATION_BUCKETS) + 1)
-    )
-    duration_sum: float = 0.0
-
-    def record(self, outcome: str, seconds: float) -> None:
-        self.jobs[outcome] = self.jobs.get(outcome, 0) + 1
-        self.duration_counts[bisect.bisect_left(JOB_DURATION_BUCKETS, seconds)] += 1
-        self.duration_sum += seconds
-
-
-def _outcome(exc: BaseException | None) -> str:
-    if exc is None:
-        return "result"
-    if isinstance(exc, JobRejectedError):
-        return "rejected"
-    if isinstance(exc, FabstirError):
-        return "error"
-    return "cancelled"
+        return cls(attempts=1, busy_attempts=1)
 
 
 class FabstirClient:
@@ -138,12 +121,23 @@ class FabstirClient:
         retry: RetryConfig | None = None,
         request_timeout: float | None = None,
         job_timeout: float = DEFAULT_JOB_TIMEOUT,
+        pacing: bool = True,
     ) -> None:
         self.node = node
         self.retry = retry or RetryConfig()
         self.request_timeout = request_timeout or node.config.connection_timeout
         self.job_timeout = job_timeout
         self.stats = ClientStats()
+        self.pacers = Pacers(enabled=pacing, on_first_use=self._learn_capacity)
+        """The in-flight window per host peer id (``rpc/pacing.py``)."""
+
+    def _learn_capacity(self, peer_id: str) -> None:
+        async def learn() -> None:  # a failure leaves pacing to learn from busy answers
+            with contextlib.suppress(FabstirError):
+                await self._status(peer_id)
+
+        with contextlib.suppress(FabstirError):  # not running: the attempt will say so
+            self.node.spawn(learn)
 
     async def _resolve(self, peer: str) -> str:
         """A multiaddr is (re)dialed on every attempt: after a host restart its address holds."""
@@ -179,8 +173,18 @@ class FabstirClient:
     ) -> T:
         failures: list[BaseException] = []
         policy = self.retry
+        late = stop_after_delay(policy.max_total_s)
+
+        def stop(state: RetryCallState) -> bool:
+            busy = sum(isinstance(f, HostBusyError) for f in failures)
+            return (
+                busy >= policy.busy_attempts
+                or len(failures) - busy >= policy.attempts
+                or late(state)
+            )
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_s),
+            stop=stop,
             wait=self._wait(),
             retry=retry_if_exception_type(retry_on),
             sleep=anyio.sleep,
@@ -202,11 +206,15 @@ class FabstirClient:
         """The host's own record plus the measured round trip (ms)."""
 
         async def once() -> HostStatus:
-            return await request_status(
-                self.node.control, await self._resolve(peer), timeout=self.request_timeout
-            )
+            return await self._status(await self._resolve(peer))
 
         return await self._retrying(f"status of {peer}", once)
+
+    async def _status(self, peer_id: str) -> HostStatus:
+        status = await request_status(self.node.control, peer_id, timeout=self.request_timeout)
+        if peer_id in self.pacers:
+            self.pacers[peer_id].advertise(status.host.max_jobs, status.host.active_jobs)
+        return status
 
     async def ask_discovery(
         self, peer: str, models: Sequence[str] | None = None, limit: int | None = None
@@ -258,9 +266,11 @@ class FabstirClient:
         request = self._job(model, prompt, max_tokens, temperature, False, job_id, messages)
 
         async def once() -> JobResult:
-            return await run_job_once(
-                self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
-            )
+            peer_id = await self._resolve(peer)
+            async with self.pacers.slot(peer_id):
+                return await run_job_once(
+                    self.node.control, peer_id, request, timeout=self.job_timeout
+                )
 
         started = time.perf_counter()
         failure: BaseException | None = None
@@ -270,7 +280,7 @@ class FabstirClient:
             failure = exc
             raise
         finally:
-            self.stats.record(_outcome(failure), time.perf_counter() - started)
+            self.stats.record(job_outcome(failure), time.perf_counter() - started)
 
     def stream_job(
         self,
@@ -308,9 +318,11 @@ class FabstirClient:
         )
 
         async def once() -> InferenceResponse:
-            return await request_inference(
-                self.node.control, await self._resolve(peer), request, timeout=self.job_timeout
-            )
+            peer_id = await self._resolve(peer)
+            async with self.pacers.slot(peer_id):
+                return await request_inference(
+                    self.node.control, peer_id, request, timeout=self.job_timeout
+                )
 
         return await self._retrying(f"inference {request.request_id} on {peer}", once, NOT_RUN)
 
@@ -331,34 +343,43 @@ class JobStream:
         client = self._client
         Frames = AsyncGenerator[JobToken | JobResult, None]
 
-        async def open_and_first() -> tuple[Frames, JobToken | JobResult]:
+        async def open_and_first() -> tuple[Frames, JobToken | JobResult, Pacer | None]:
             peer_id = await client._resolve(self._peer)
+            pacer = client.pacers.get(peer_id)
+            if pacer is not None:
+                await pacer.acquire()
             frames = job_frames(
                 client.node.control, peer_id, self.request, timeout=client.job_timeout
             )
             try:
-                return frames, await anext(frames)
-            except BaseException:
+                return frames, await anext(frames), pacer
+            except BaseException as exc:
                 await frames.aclose()
+                if pacer is not None:
+                    pacer.release("busy" if isinstance(exc, HostBusyError) else "failed")
                 raise
 
         started = time.perf_counter()
         failure: BaseException | None = None
         try:
             # Retried only while the job cannot have run (see the module doc).
-            frames, frame = await client._retrying(
+            frames, frame, pacer = await client._retrying(
                 f"job {self.request.job_id} on {self._peer}", open_and_first, NOT_RUN
             )
+            outcome: Literal["ok", "failed"] = "failed"
             try:
                 while isinstance(frame, JobToken):
                     client.stats.tokens_streamed += 1
                     yield frame.text
                     frame = await anext(frames)
                 self.result = frame
+                outcome = "ok"
             finally:
                 await frames.aclose()
+                if pacer is not None:
+                    pacer.release(outcome)
         except BaseException as exc:
             failure = exc
             raise
         finally:
-            client.stats.record(_outcome(failure), time.perf_counter() - started)
+            client.stats.record(job_outcome(failure), time.perf_counter() - started)

@@ -36,7 +36,33 @@ def host(
     model: Annotated[list[str], typer.Option("--model", "-m", help="Model served (repeatable).")],
     reputation: Annotated[int, typer.Option("--reputation", help="Declared reputation.")] = 0,
     location: Annotated[str | None, typer.Option("--location", help="ISO country code.")] = None,
-    max_jobs: Annotated[int, typer.Option("--max-jobs", help="Concurrent jobs.")] = 4,
+    max_jobs: Annotated[
+        int, typer.Option("--max-jobs", envvar="P2P_HOST_MAX_JOBS", help="Concurrent jobs.")
+    ] = 4,
+    max_streams: Annotated[
+        int | None,
+        typer.Option(
+            "--max-streams",
+            envvar="P2P_HOST_MAX_STREAMS",
+            help="Hard cap of job streams, reset unread beyond (default max(2048, 4 x jobs)).",
+        ),
+    ] = None,
+    write_timeout: Annotated[
+        float,
+        typer.Option(
+            "--write-timeout",
+            envvar="P2P_HOST_WRITE_TIMEOUT_S",
+            help="Seconds a requester may stop reading before it loses its job.",
+        ),
+    ] = 10.0,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            envvar="P2P_HOST_DRAIN_TIMEOUT_S",
+            help="On SIGINT/SIGTERM, seconds to let jobs in flight finish.",
+        ),
+    ] = 30.0,
     api_url: Annotated[str | None, typer.Option("--api-url", help="Host HTTP API URL.")] = None,
     backend: Annotated[
         str,
@@ -94,20 +120,30 @@ def host(
             location=location,
             max_jobs=max_jobs,
             api_url=api_url,
+            max_streams=max_streams,
+            write_timeout=write_timeout,
+            drain_timeout=drain_timeout,
         )
         chosen = _backend(backend)
+        services: list[HostService] = []
 
         def make_node() -> DiscoveryManager:
             node = DiscoveryManager(cfg)
             service = HostService(node, host_cfg, chosen, on_job=_print_job(json_out))
+            services.append(service)
             node.on_start(service.start)  # serving before the first bootstrap connection
             return node
+
+        async def drain() -> None:
+            for service in services:
+                await service.stop()  # shutting_down answers, then jobs in flight finish
 
         serve_until_signal(
             make_node,
             json_out=json_out,
             headline=lambda peer_id: f"host {peer_id} serving {', '.join(host_cfg.models)}",
             close=chosen.aclose,
+            drain=drain,
         )
 
 

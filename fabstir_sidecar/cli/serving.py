@@ -41,9 +41,11 @@ def serve_until_signal(
     messages: bool = True,
     notes: Callable[[DiscoveryManager], list[str]] | None = None,
     close: Callable[[], Awaitable[object]] | None = None,
+    drain: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Run the node ``make_node`` builds until a signal. Text mode prints ``headline(peer
-    id)``, one ``listening:`` line per address, then ``notes(node)``; ``close`` runs last."""
+    id)``, one ``listening:`` line per address, then ``notes(node)``; on the signal,
+    ``drain`` runs while the node still serves (a host finishing its jobs), ``close`` last."""
 
     async def body() -> None:
         async with make_node() as node:
@@ -58,7 +60,13 @@ def serve_until_signal(
                     say(f"listening: {addr}")
                 for line in notes(node) if notes else ():
                     say(line)
-            reason = await node.wait_daemon_failure()
+            try:
+                reason = await node.wait_daemon_failure()
+            except anyio.get_cancelled_exc_class():  # the signal: let jobs in flight finish
+                if drain is not None:
+                    with anyio.CancelScope(shield=True):  # bounded by drain's own deadline
+                        await drain()
+                raise
         # A node without its daemon serves nothing: exit non-zero so that systemd or a
         # compose restart policy notices (the supervisor logged why it gave up).
         raise DaemonUnavailableError(f"p2pd is gone for good, stopping the node: {reason}")

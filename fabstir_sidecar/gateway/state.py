@@ -40,10 +40,11 @@ class Gateway:
 
     def __post_init__(self) -> None:
         node, stats = self.node, self.stats
-        # No client-side retries: the gateway fails over to other hosts itself, and never
-        # re-sends a job whose request reached a host (PROTOCOL.md section 2).
+        # No client-side retries nor local queueing (pacing): the gateway fails over to
+        # other hosts itself, answers 503 when every one is busy, and never re-sends a job
+        # whose request reached a host (PROTOCOL.md section 2).
         self.client = FabstirClient(
-            node, retry=RetryConfig.none(), job_timeout=self.settings.job_timeout
+            node, retry=RetryConfig.none(), job_timeout=self.settings.job_timeout, pacing=False
         )
         self.runner = Runner(node, self.client, stats)
         self.hub = MessageHub(node, buffer=self.settings.sse_buffer, stats=stats)

@@ -5,13 +5,20 @@ A ``HostService`` sits on a running node (any ``NodeInterface``) and registers t
 not registered here: ``Discovery.start`` serves it on every node, and the host declares
 itself with ``node.set_local_host`` so that those answers list it. With the DHT on, the host also
 provides its model keys in the background (``_provide_forever``).
-Admission is here and nowhere else: a model not served is rejected, more than ``max_jobs``
-concurrent jobs is rejected with reason ``busy``; a backend failure is an ``error/internal``
-answer and the host lives on.
+Job admission is here (stream-level caps are the rpc layer's): a model not served is
+rejected ``model_not_served``; over ``max_jobs`` concurrent jobs, or over a peer's share of
+them, ``busy`` with ``retry_after_ms`` (``core/admission.RetryEstimator``); a
+stopping host answers ``shutting_down`` and drains its jobs (:meth:`HostService.stop`). A
+backend failure is an ``error/internal`` answer and the host lives on.
+
+Fair share of job slots (``core/admission.FairShare``): one peer never holds the last
+``max_jobs // 8`` slots (at least one when ``max_jobs`` > 2), and under contention no peer
+holds more than its fair share, so a peer that hogs slots cannot lock the others out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +29,7 @@ from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend
+from fabstir_sidecar.core.admission import AdmissionCounters, FairShare, RetryEstimator
 from fabstir_sidecar.core.circuit import with_circuits
 from fabstir_sidecar.core.errors import ConfigError, FabstirError
 from fabstir_sidecar.node_interface import NodeInterface
@@ -29,12 +37,20 @@ from fabstir_sidecar.protocols import ids
 from fabstir_sidecar.protocols.inference import inference_handler
 from fabstir_sidecar.protocols.job import JobEvent, job_handler
 from fabstir_sidecar.protocols.status import status_handler
-from fabstir_sidecar.rpc.limits import RpcLimits
-from fabstir_sidecar.wire.codes import REJECTED_BUSY, REJECTED_MODEL_NOT_SERVED, Rejection
+from fabstir_sidecar.rpc.limits import DEFAULT_MAX_CONCURRENT, RpcLimits
+from fabstir_sidecar.wire.codes import (
+    REJECTED_BUSY,
+    REJECTED_MODEL_NOT_SERVED,
+    REJECTED_SHUTTING_DOWN,
+    Rejection,
+)
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host, PeerInfo
 
 log = logging.getLogger(__name__)
+
+_LABELS = {ids.JOB: "job", ids.INFERENCE: "inference"}
+"""Protocol ids as ``HostStats.admissions`` labels them (the metrics endpoint reads those)."""
 
 BUSY = "busy"
 
@@ -48,6 +64,12 @@ class HostConfig:
     api_url: str | None = None
     version: str = __version__
     job_timeout: float = 300.0  # one deadline for a whole job: read, generate, write
+    max_streams: int | None = None
+    """Hard cap of job streams (reset unread beyond); default max(2048, 4 x max_jobs)."""
+    write_timeout: float = 10.0
+    """A requester that stops reading loses its job (and slot) after a write blocks this long."""
+    drain_timeout: float = 30.0
+    """``stop()`` waits up to this long for jobs in flight to finish."""
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -56,6 +78,11 @@ class HostConfig:
             raise ConfigError("reputation", self.reputation, "must be >= 0")
         if self.max_jobs < 1:
             raise ConfigError("max_jobs", self.max_jobs, "must be >= 1")
+        if self.max_streams is not None and self.max_streams < self.max_jobs:
+            raise ConfigError("max_streams", self.max_streams, "must be >= max_jobs")
+        for name in ("write_timeout", "drain_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, getattr(self, name), "must be a number of seconds > 0")
         if self.location is not None and not (
             len(self.location) == 2 and self.location.isascii() and self.location.isalpha()
         ):
@@ -97,7 +124,13 @@ class HostService:
         self.backend = backend
         self._on_job = on_job
         self._models = frozenset(config.models)
-        self._active = 0
+        reserve = max(1, config.max_jobs // 8) if config.max_jobs > 2 else 0
+        self._slots = FairShare(config.max_jobs, config.max_jobs - reserve)
+        self._estimate = RetryEstimator()
+        self._stopping = False
+        self._drained = anyio.Event()
+        self.admission = AdmissionCounters()
+        """Admission counters by protocol (accepted, busy, shutting_down, reset, timeout)."""
         self._started_at = time.monotonic()
         self._addrs = _AddrCache()
         self.stats = HostStats()
@@ -107,16 +140,31 @@ class HostService:
 
     @property
     def active_jobs(self) -> int:
-        return self._active
+        return self._slots.total
 
-    async def start(self) -> None:
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def limits(self) -> tuple[RpcLimits, RpcLimits]:
+        """The rpc limits of (status, job and inference)."""
+        cfg = self.config
         timeout = self.node.config.connection_timeout
-        small = RpcLimits(read_timeout=timeout, total_timeout=timeout)
+        small = RpcLimits(read_timeout=timeout, total_timeout=timeout, counters=self.admission)
+        streams = cfg.max_streams or max(DEFAULT_MAX_CONCURRENT, cfg.max_jobs * 4)
         jobs = RpcLimits(
             read_timeout=timeout,
-            total_timeout=self.config.job_timeout,
-            max_concurrent=max(256, self.config.max_jobs * 4),
+            total_timeout=cfg.job_timeout,
+            max_concurrent=streams,
+            max_per_peer=max(1, streams // 2),
+            soft_concurrent=None,  # job admission (try_admit) answers busy
+            write_timeout=cfg.write_timeout,
+            counters=self.admission,
         )
+        return small, jobs
+
+    async def start(self) -> None:
+        small, jobs = self.limits()
         self._started_at = time.monotonic()
         await self._current_addrs()
         for protocol, handler, limits in (
@@ -136,23 +184,55 @@ class HostService:
 
     # -- JobHost -------------------------------------------------------------
 
-    def try_admit(self, model: str, protocol: str = "job") -> Rejection | None:
-        rejection: Rejection | None = None
-        if model not in self._models:
-            served = ", ".join(sorted(self._models))
-            rejection = Rejection(
-                REJECTED_MODEL_NOT_SERVED, f"model {model!r} not served (serving: {served})"
-            )
-        elif self._active >= self.config.max_jobs:
-            rejection = Rejection(REJECTED_BUSY, BUSY)
-        else:
-            self._active += 1
-        key = (protocol, "admitted" if rejection is None else rejection.code)
+    def try_admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
+        """Reserve a job slot for ``peer``; or say why not (counted by ``protocol``)."""
+        rejection = self._admit(model, peer, protocol)
+        decision = "admitted" if rejection is None else rejection.code
+        key = (_LABELS.get(protocol, protocol), decision)
         self.stats.admissions[key] = self.stats.admissions.get(key, 0) + 1
         return rejection
 
-    def release(self) -> None:
-        self._active -= 1
+    def _admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
+        if model not in self._models:
+            served = ", ".join(sorted(self._models))
+            return Rejection(
+                REJECTED_MODEL_NOT_SERVED, f"model {model!r} not served (serving: {served})"
+            )
+        if self._stopping:
+            self.admission.shutting_down[protocol] += 1
+            return Rejection(REJECTED_SHUTTING_DOWN, "host is shutting down")
+        why = self._slots.refusal(peer)
+        if why is not None:
+            self.admission.busy[protocol] += 1
+            wait = round(self._estimate.busy(self.config.max_jobs) * 1000)
+            detail = "all job slots taken" if why == "full" else "over this peer's share of slots"
+            return Rejection(REJECTED_BUSY, f"{BUSY}: {detail}", retry_after_ms=wait)
+        self._slots.take(peer)
+        return None
+
+    def release(self, peer: str, seconds: float) -> None:
+        """Free ``peer``'s slot after a job that held it ``seconds``."""
+        self._slots.release(peer)
+        self._estimate.job_done(seconds)
+        if self._stopping and self._slots.total == 0:
+            self._drained.set()
+
+    async def stop(self, *, drain_timeout: float | None = None) -> bool:
+        """Stop admitting jobs (``shutting_down``) and wait for those in flight.
+
+        True if every job finished within the drain deadline (``HostConfig.drain_timeout``).
+        The node keeps serving status meanwhile; stop the node afterwards. Idempotent.
+        """
+        self._stopping = True
+        with contextlib.suppress(FabstirError):  # a node that never started
+            self.node.set_local_host(None)
+        if self._slots.total == 0:
+            return True
+        with anyio.move_on_after(drain_timeout or self.config.drain_timeout):
+            await self._drained.wait()
+        drained = self._slots.total == 0
+        log.info("host stopped", extra={"drained": drained, "left": self._slots.total})
+        return drained
 
     def report(self, event: JobEvent) -> None:
         if event.outcome == "result":
@@ -188,7 +268,7 @@ class HostService:
             uptime_s=int(time.monotonic() - self._started_at),
             location=self.config.location,
             api_url=self.config.api_url,
-            active_jobs=self._active,
+            active_jobs=self._slots.total,
             max_jobs=self.config.max_jobs,
             version=self.config.version,
         )

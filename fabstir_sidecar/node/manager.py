@@ -300,7 +300,12 @@ class DiscoveryManager:
         assert self._handlers is not None
         caps = limits or RpcLimits()
         await self._handlers.add(
-            protocol, handler, max_concurrent=caps.max_concurrent, max_per_peer=caps.max_per_peer
+            protocol,
+            handler,
+            max_concurrent=caps.max_concurrent,
+            max_per_peer=caps.max_per_peer,
+            min_share=caps.min_share,
+            counters=caps.counters,
         )
 
     # ------------------------------------------------------------ the SDK's API

@@ -3,11 +3,13 @@
 serde's externally tagged JSON: ``{"Inference": {...}}`` in, ``{"Inference": {...}}`` out,
 one frame each way. Served by the same host admission and backend as jobs; refusals and
 failures are answered with this project's ``error`` frame (the spec defines no Rust-side
-error shape): ``bad_request`` for a model not served, ``internal`` for any other refusal
-(busy, shutting down) or a backend failure.
+error shape): ``bad_request`` for a model not served, ``busy`` (with ``retry_after_ms``) or
+``shutting_down`` when the host cannot take it now, ``internal`` for a backend failure.
 """
 
 from __future__ import annotations
+
+import time
 
 from fabstir_sidecar.backend import BackendError
 from fabstir_sidecar.core.errors import (
@@ -39,12 +41,17 @@ def inference_handler(host: JobHost) -> RequestHandler:
     async def handle(exchange: Exchange) -> None:
         request = InferenceRequest.from_json(exchange.request)
         exchange.job_id = request.request_id
-        rejection = host.try_admit(request.model, "inference")
+        rejection = host.try_admit(request.model, exchange.peer_id, exchange.protocol)
         if rejection is not None:
-            code = _ERROR_CODE_OF_REJECTION.get(rejection.code, ERROR_INTERNAL)
+            code = _ERROR_CODE_OF_REJECTION.get(rejection.code, rejection.code)
             reason = rejection.reason
             await exchange.send(
-                ErrorMessage(code=code, message=reason, job_id=request.request_id).to_json()
+                ErrorMessage(
+                    code=code,
+                    message=reason,
+                    job_id=request.request_id,
+                    retry_after_ms=rejection.retry_after_ms,
+                ).to_json()
             )
             host.report(
                 JobEvent(exchange.peer_id, request.request_id, request.model, "rejected", reason)
@@ -57,32 +64,38 @@ def inference_handler(host: JobHost) -> RequestHandler:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
         )
-        try:
-            completion = await host.backend.complete(job)
-        except BackendError as exc:
-            await exchange.send(
-                ErrorMessage(
-                    code=ERROR_INTERNAL, message=str(exc), job_id=request.request_id
-                ).to_json()
-            )
-            host.report(
-                JobEvent(exchange.peer_id, request.request_id, request.model, "error", str(exc))
-            )
-            return
+        started = time.monotonic()
+        try:  # the slot is held until the answer is written (as for jobs)
+            await _answer(host, exchange, request, job)
         finally:
-            host.release()
-        await exchange.send(
-            InferenceResponse(
-                request_id=request.request_id,
-                content=completion.text,
-                tokens_used=completion.tokens_used,
-                model_used=request.model,
-                finish_reason=completion.finish_reason,
-            ).to_json()
-        )
-        host.report(JobEvent(exchange.peer_id, request.request_id, request.model, "result"))
+            host.release(exchange.peer_id, time.monotonic() - started)
 
     return handle
+
+
+async def _answer(
+    host: JobHost, exchange: Exchange, request: InferenceRequest, job: JobRequest
+) -> None:
+    try:
+        completion = await host.backend.complete(job)
+    except BackendError as exc:
+        await exchange.send(
+            ErrorMessage(code=ERROR_INTERNAL, message=str(exc), job_id=request.request_id).to_json()
+        )
+        host.report(
+            JobEvent(exchange.peer_id, request.request_id, request.model, "error", str(exc))
+        )
+        return
+    await exchange.send(
+        InferenceResponse(
+            request_id=request.request_id,
+            content=completion.text,
+            tokens_used=completion.tokens_used,
+            model_used=request.model,
+            finish_reason=completion.finish_reason,
+        ).to_json()
+    )
+    host.report(JobEvent(exchange.peer_id, request.request_id, request.model, "result"))
 
 
 async def request_inference(

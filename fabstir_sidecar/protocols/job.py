@@ -1,12 +1,14 @@
 """``/fabstir-llm/job/1.0.0``: a job_request, then tokens (if streamed) and one terminal frame.
 
-Terminal frames (docs/protocol.md §6.1): ``job_result``, ``job_rejected`` (model not served, busy)
-or ``error``. The host closes the stream after it; the requester never half-closes before.
+Terminal frames (docs/protocol.md §6.1): ``job_result``, ``job_rejected`` (codes
+``model_not_served``, ``busy`` with ``retry_after_ms``, ``shutting_down``) or ``error``.
+The host closes the stream after it; the requester never half-closes before.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -61,11 +63,11 @@ class JobHost(Protocol):
 
     backend: Backend
 
-    def try_admit(self, model: str, protocol: str = "job") -> Rejection | None:
-        """Reserve a job slot; return why not instead if the job cannot run (``protocol``:
-        which protocol asked, ``job`` or ``inference``, for the admission counters)."""
+    def try_admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
+        """Reserve a job slot for ``peer``; return why not instead if the job cannot run."""
 
-    def release(self) -> None: ...
+    def release(self, peer: str, seconds: float) -> None:
+        """Free the slot ``peer`` held for ``seconds``."""
 
     def report(self, event: JobEvent) -> None: ...
 
@@ -80,7 +82,7 @@ def job_handler(host: JobHost) -> RequestHandler:
         exchange.job_id = _raw_job_id(exchange.request)  # so a bad_request error can echo it
         request = JobRequest.from_json(exchange.request)
         job_id, peer = request.job_id, exchange.peer_id
-        rejection = host.try_admit(request.model)
+        rejection = host.try_admit(request.model, peer, exchange.protocol)
         if rejection is not None:
             reason = rejection.reason
             answer = JobRejected(
@@ -92,36 +94,43 @@ def job_handler(host: JobHost) -> RequestHandler:
             await exchange.send(answer.to_json())
             host.report(JobEvent(peer, job_id, request.model, "rejected", reason))
             return
-        try:
-            if request.stream:
-                # ``async with``: a requester that goes away mid-stream releases the backend.
-                # Tokens go out in batches (at most BATCH_DELAY late), all before the result.
-                async with host.backend.stream(request) as tokens, exchange.batched() as out:
-                    async for text in tokens:
-                        await out.send(JobToken(job_id=job_id, text=text).to_json())
-                    completion = tokens.completion
-            else:
-                completion = await host.backend.complete(request)
-        except BackendError as exc:
-            log.warning("backend failed", extra={"job_id": job_id, "error": str(exc)})
-            await exchange.send(
-                ErrorMessage(code=ERROR_INTERNAL, message=str(exc), job_id=job_id).to_json()
-            )
-            host.report(JobEvent(peer, job_id, request.model, "error", str(exc)))
-            return
+        started = time.monotonic()
+        try:  # the slot is held until the answer is written: it measures the host's work
+            await _run_job(host, exchange, request)
         finally:
-            host.release()
-        await exchange.send(
-            JobResult(
-                job_id=job_id,
-                content=completion.text,
-                tokens_used=completion.tokens_used,
-                finish_reason=completion.finish_reason,
-            ).to_json()
-        )
-        host.report(JobEvent(peer, job_id, request.model, "result"))
+            host.release(peer, time.monotonic() - started)
 
     return handle
+
+
+async def _run_job(host: JobHost, exchange: Exchange, request: JobRequest) -> None:
+    job_id, peer = request.job_id, exchange.peer_id
+    try:
+        if request.stream:
+            # ``async with``: a requester that goes away mid-stream releases the backend.
+            # Tokens go out in batches (at most BATCH_DELAY late), all before the result.
+            async with host.backend.stream(request) as tokens, exchange.batched() as out:
+                async for text in tokens:
+                    await out.send(JobToken(job_id=job_id, text=text).to_json())
+                completion = tokens.completion
+        else:
+            completion = await host.backend.complete(request)
+    except BackendError as exc:
+        log.warning("backend failed", extra={"job_id": job_id, "error": str(exc)})
+        await exchange.send(
+            ErrorMessage(code=ERROR_INTERNAL, message=str(exc), job_id=job_id).to_json()
+        )
+        host.report(JobEvent(peer, job_id, request.model, "error", str(exc)))
+        return
+    await exchange.send(
+        JobResult(
+            job_id=job_id,
+            content=completion.text,
+            tokens_used=completion.tokens_used,
+            finish_reason=completion.finish_reason,
+        ).to_json()
+    )
+    host.report(JobEvent(peer, job_id, request.model, "result"))
 
 
 async def job_frames(

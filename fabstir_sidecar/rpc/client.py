@@ -87,13 +87,24 @@ async def open_request(
     return ClientExchange(stream, max_size=max_size, deadline=deadline, timeout=timeout)
 
 
+BUSY_ERROR_CODES = frozenset({"busy", "shutting_down"})
+"""``error`` codes that mean "not now": the request was refused without being acted on."""
+
+
 def raise_if_error(frame: Mapping[str, Any], *, peer_id: str) -> None:
     """Turn an ``error`` frame into RemoteError (the peer's code and message), or into
-    HostBusyError for ``busy`` (the request was refused unread, so it may be sent again)."""
+    HostBusyError for ``busy`` / ``shutting_down`` (refused, not acted on: it may be sent
+    again, after ``retry_after_ms`` when the peer gave it)."""
     if frame.get("type") == "error":
         err = ErrorMessage.from_json(frame)
-        if err.code == "busy":
-            raise HostBusyError(err.code, err.message, peer_id=peer_id)
+        if err.code in BUSY_ERROR_CODES:
+            wait = err.retry_after_ms
+            raise HostBusyError(
+                err.code,
+                err.message,
+                peer_id=peer_id,
+                retry_after=None if wait is None else wait / 1000,
+            )
         raise RemoteError(err.code, err.message, peer_id=peer_id)
 
 

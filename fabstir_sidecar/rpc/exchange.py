@@ -11,23 +11,55 @@ import anyio
 
 from fabstir_sidecar.core.errors import StreamClosedError
 from fabstir_sidecar.daemon.stream import DaemonStream
-from fabstir_sidecar.rpc.frames import write_frame
 from fabstir_sidecar.wire.framing import encode_json_frame
 
 BATCH_DELAY = 0.002
 """Seconds a streamed frame may wait for others to share its write (``Exchange.batched``)."""
 BATCH_BYTES = 64 * 1024
 """Pending bytes that trigger a write at once (``Exchange.batched``)."""
+WRITE_TIMEOUT = 10.0
+"""Seconds one write may block (the requester stopped reading) before the stream is cut."""
+
+
+class ReaderStalledError(StreamClosedError):
+    """A write blocked past the write deadline: the requester stopped reading."""
+
+
+async def _send(stream: DaemonStream, data: bytes, write_timeout: float) -> None:
+    try:
+        with anyio.fail_after(write_timeout):
+            await stream.send(data)
+    except TimeoutError:
+        raise ReaderStalledError(
+            f"{stream.protocol} to {stream.peer_id}: a write blocked for over "
+            f"{write_timeout:.1f}s (the requester stopped reading)"
+        ) from None
 
 
 class Exchange:
     """What a protocol handler sees: the authenticated peer, the request, a way to reply."""
 
-    __slots__ = ("_max_size", "_stream", "job_id", "peer_id", "protocol", "request", "sent")
+    __slots__ = (
+        "_max_size",
+        "_stream",
+        "_write_timeout",
+        "job_id",
+        "peer_id",
+        "protocol",
+        "request",
+        "sent",
+    )
 
-    def __init__(self, stream: DaemonStream, request: dict[str, Any], max_size: int) -> None:
+    def __init__(
+        self,
+        stream: DaemonStream,
+        request: dict[str, Any],
+        max_size: int,
+        write_timeout: float = WRITE_TIMEOUT,
+    ) -> None:
         self._stream = stream
         self._max_size = max_size
+        self._write_timeout = write_timeout
         self.peer_id = stream.peer_id
         self.protocol = stream.protocol
         self.request = request
@@ -35,7 +67,8 @@ class Exchange:
         self.sent = 0
 
     async def send(self, message: Mapping[str, Any]) -> None:
-        await write_frame(self._stream, message, max_size=self._max_size)
+        frame = encode_json_frame(dict(message), max_size=self._max_size)
+        await _send(self._stream, frame, self._write_timeout)
         self.sent += 1
 
     @contextlib.asynccontextmanager
@@ -101,7 +134,7 @@ class FrameBatch:
             data = bytes(self._pending)
             self._pending.clear()
             try:
-                await self._exchange._stream.send(data)
+                await _send(self._exchange._stream, data, self._exchange._write_timeout)
             except StreamClosedError as exc:
                 self._error = exc
                 raise

@@ -88,17 +88,17 @@ class FaultableHost(HostService):
         super().__init__(node, config, backend, on_job=on_job)
         self.faults = faults
 
-    def try_admit(self, model: str, protocol: str = "job") -> Rejection | None:
+    def try_admit(self, model: str, peer: str, protocol: str) -> Rejection | None:
         if not self.faults.busy:
-            return super().try_admit(model, protocol)
+            return super().try_admit(model, peer, protocol)
         # Look full to the host's own admission, so the rejection is exactly the one a host
         # at capacity gives (and a model it does not serve is still refused as such).
-        # Internals: HostService counts its running jobs in ``_active``.
-        self._active += self.config.max_jobs
+        # Internals: HostService counts its job slots in ``_slots`` (a FairShare).
+        self._slots.total += self.config.max_jobs
         try:
-            return super().try_admit(model, protocol)
+            return super().try_admit(model, peer, protocol)
         finally:
-            self._active -= self.config.max_jobs
+            self._slots.total -= self.config.max_jobs
 
     async def status_record(self) -> Host:
         if self.faults.status_delay > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -267,7 +267,10 @@ async def test_busy_host_rejects_a_concurrent_job(fabstir_network: NetworkFactor
         net = await fabstir_network(hosts=[spec_a(max_jobs=1, backend=backend)], bootstrap=False)
         host = net.hosts[0]
         client_node = (await net.add_client_node(bootstrap=())).node
-        client = FabstirClient(client_node, retry=FAST_RETRY, job_timeout=10.0)
+        # busy answers are retried up to busy_attempts: three here, so they run out.
+        # No pacing: a paced client would queue the second job behind the first itself.
+        retry = replace(FAST_RETRY, busy_attempts=3)
+        client = FabstirClient(client_node, retry=retry, job_timeout=10.0, pacing=False)
         addr = host.address
         slow: list[str] = []
 
@@ -287,14 +290,14 @@ async def test_busy_host_rejects_a_concurrent_job(fabstir_network: NetworkFactor
             busy = info.value.failures
             assert busy and all(isinstance(e, HostBusyError) for e in busy)
             assert all(e.code == BUSY for e in busy)  # type: ignore[attr-defined]
-            # The inference protocol shares the admission: busy there too.
-            with pytest.raises(RemoteError) as inf:
+            # The inference protocol shares the admission: error code busy there.
+            with pytest.raises(RetryExhaustedError) as inf:
                 await client.infer(addr, LLAMA, "third")
-            assert inf.value.code == "internal"
-            assert BUSY in inf.value.remote_message
+            assert all(isinstance(e, HostBusyError) for e in inf.value.failures)
+            assert all(e.retry_after is not None for e in inf.value.failures)  # type: ignore[attr-defined]
         assert slow == ["echo: w1 w2 w3 w4 w5"]
         assert host_service(host).active_jobs == 0
-        assert host_service(host).stats.rejected == len(busy) + 1
+        assert host_service(host).stats.rejected == len(busy) + len(inf.value.failures)
         # Capacity is back.
         assert (await client.run_job(addr, LLAMA, "after")).content == "echo: after"
 

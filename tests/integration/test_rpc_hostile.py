@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,9 @@ from fabstir_sidecar.host.backends.echo import EchoBackend
 from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.protocols import ids
-from fabstir_sidecar.rpc.limits import RpcLimits
 from fabstir_sidecar.wire.framing import encode_frame, encode_json_frame
 from tests.frames import split_frames
-from tests.integration.helpers import make_node, raw_daemon
+from tests.integration.helpers import eventually, make_node, raw_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -38,7 +36,6 @@ MODEL = "m1"
 READ_TIMEOUT = 1.0  # the victim's connection_timeout: its read deadline
 TEST_DEADLINE = 30.0
 TWO_MIB = 2 * 1024 * 1024
-PER_PEER = RpcLimits().max_per_peer  # what HostService uses for the job protocol
 
 
 # ------------------------------------------------------------------------ helpers
@@ -227,38 +224,8 @@ async def test_oversized_header_is_refused_without_reading_a_body(p2pd_path: str
             await a.honest_job()
 
 
-class LogWatch(logging.Handler):
-    """Sets ``seen`` when a record whose message contains ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.text = text
-        self.seen = anyio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
-
-
-@contextlib.contextmanager
-def watch_log(logger: str, text: str) -> Iterator[anyio.Event]:
-    log = logging.getLogger(logger)
-    handler = LogWatch(text)
-    old_level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-    try:
-        yield handler.seen
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(old_level)
-
-
 async def test_truncated_frame_then_close_leaves_the_host_serving(p2pd_path: str) -> None:
-    with (
-        anyio.fail_after(TEST_DEADLINE),
-        watch_log("fabstir_sidecar.daemon.handlers", "inbound stream closed early") as closed_early,
-    ):
+    with anyio.fail_after(TEST_DEADLINE):
         async with arena(p2pd_path) as a:
             stream = await a.open()
             await stream.send((100).to_bytes(4, "big") + b"0123456789")
@@ -266,8 +233,7 @@ async def test_truncated_frame_then_close_leaves_the_host_serving(p2pd_path: str
             await stream.aclose()
 
             # The host sees the stream end (not its read deadline) and lets it go.
-            with anyio.fail_after(READ_TIMEOUT * 0.9):
-                await closed_early.wait()
+            await eventually(lambda: a.host.admission.closed[ids.JOB] == 1, READ_TIMEOUT * 0.9)
             assert anyio.current_time() - started < READ_TIMEOUT
             assert a.host.stats.errors == 0 and a.host.active_jobs == 0
             await a.honest_job()
@@ -303,7 +269,7 @@ async def test_stalled_peer_loses_its_stream_at_the_read_deadline(
             await a.honest_job()
 
 
-async def test_stream_flood_from_one_peer_is_capped_and_honest_jobs_still_run(
+async def test_stalled_streams_from_one_peer_are_cut_and_honest_jobs_still_run(
     p2pd_path: str,
 ) -> None:
     count = 200
@@ -333,23 +299,16 @@ async def test_stream_flood_from_one_peer_is_capped_and_honest_jobs_still_run(
                     tg.start_soon(attack, i)
                 await all_open.wait()
                 t0 = anyio.current_time()
-                open_time = t0 - started
                 await a.honest_job("during the flood")
                 honest_during.append(anyio.current_time() - t0)
             total = anyio.current_time() - started
 
             assert len(answers) == count
-            served = [x for x in answers if x.frames]
-            dropped = [x for x in answers if not x.frames]
-            # Streams over the per-peer cap are closed at once, not queued...
-            if open_time < READ_TIMEOUT * 0.8:  # all opened before the first slot freed up
-                assert 1 <= len(served) <= PER_PEER, len(served)
-            else:  # a slow machine: slots freed at each read deadline were reused
-                assert len(served) <= PER_PEER * (1 + int(open_time / READ_TIMEOUT)), len(served)
-            assert len(dropped) >= count - 3 * PER_PEER, len(dropped)
-            assert sum(x.elapsed < READ_TIMEOUT for x in dropped) >= count - 3 * PER_PEER
-            # ...the admitted ones lose their stream at the read deadline...
-            assert all(x.codes == ["timeout"] for x in served), [x.codes for x in served]
+            # Under the hard caps nothing is reset unread: each stream that never completes
+            # its request is answered ``timeout`` at the read deadline...
+            assert all(x.codes == ["timeout"] for x in answers), [x.codes for x in answers]
+            assert a.host.admission.reset[ids.JOB] == 0
+            assert a.host.admission.timeout[ids.JOB] == count
             # ...and nothing hangs.
             assert total < READ_TIMEOUT * 3 + 5.0
             assert honest_during[0] < READ_TIMEOUT

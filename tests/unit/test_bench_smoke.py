@@ -34,6 +34,8 @@ from bench.stats import (
         "bench.rtt",
         "bench.throughput",
         "bench.load",
+        "bench.admission",
+        "bench.attacks",
         "bench.discovery",
         "bench.cost",
         "bench.gateway",
@@ -56,6 +58,7 @@ def test_cli_parses_the_documented_command() -> None:
         "load",
         "discovery",
         "cost",
+        "admission",
         "gateway",
         "network_start",
     }

@@ -11,7 +11,8 @@ from typing import Any
 import fabstir_sidecar
 
 _PINNED_NAMES = """
-__version__ Backend BackendError BadRequestError BootstrapResult CachedPeer ChatMessage
+__version__ AdmissionCounters Backend BackendError BadRequestError BootstrapResult CachedPeer
+ChatMessage
 Completion ConfigError ConnectionLostError ControlError DaemonControl DaemonError
 DaemonIntegrityError DaemonNotFoundError DaemonStartError DaemonStream
 DaemonUnavailableError Discovery DiscoveryManager EchoBackend ENV_VARS Exchange

@@ -1,7 +1,10 @@
 """A deterministic backend for demos and tests: it echoes the prompt back.
 
 The content is ``"echo: "`` followed by the prompt's words joined by single spaces, cut to
-``max_tokens`` words (``"echo:"`` counts as one) when the request sets it. One word is one
+``max_tokens`` words (``"echo:"`` counts as one). Output is always bounded, so that a large
+request cannot be turned into far more work and traffic (amplification): a request without
+``max_tokens`` gets ``default_max_tokens`` (4,096), and none gets more than
+``max_tokens_limit`` (32,768). One word is one
 token: the stream yields ``"echo:"`` and then ``" word"`` for each word, so the tokens
 concatenate to the content exactly.
 """
@@ -20,19 +23,35 @@ from fabstir_sidecar.wire.messages import JobRequest
 __all__ = ["EchoBackend"]
 
 _PREFIX = "echo:"
+DEFAULT_MAX_TOKENS = 4096
+MAX_TOKENS_LIMIT = 32768
 
 
 class EchoBackend(AsyncClosing):
     """Echo the prompt. ``delay``: seconds slept before each token (``complete()`` sleeps the
     same total). ``fail_on``: a prompt containing this substring raises BackendError (an
-    empty string makes every job fail).
+    empty string makes every job fail). ``default_max_tokens`` / ``max_tokens_limit``: the
+    output bound of a request without ``max_tokens``, and the ceiling of any request.
     """
 
-    def __init__(self, *, delay: float = 0.0, fail_on: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        fail_on: str | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens_limit: int = MAX_TOKENS_LIMIT,
+    ) -> None:
         if not delay >= 0:  # also rejects NaN
             raise ConfigError("delay", delay, "must be a number of seconds >= 0")
+        if not 1 <= default_max_tokens <= max_tokens_limit:
+            raise ConfigError(
+                "default_max_tokens", default_max_tokens, "must be >= 1 and <= max_tokens_limit"
+            )
         self._delay = delay
         self._fail_on = fail_on
+        self._default_max = default_max_tokens
+        self._limit = max_tokens_limit
 
     @property
     def name(self) -> str:
@@ -42,9 +61,11 @@ class EchoBackend(AsyncClosing):
         """The content's words and the finish reason; raises BackendError if asked to."""
         if self._fail_on is not None and self._fail_on in request.prompt:
             raise BackendError(f"echo backend: prompt contains {self._fail_on!r} (fail_on)")
-        words = [_PREFIX, *request.prompt.split()]
-        if request.max_tokens is not None and len(words) > request.max_tokens:
-            return words[: max(request.max_tokens, 0)], "length"
+        wanted = self._default_max if request.max_tokens is None else request.max_tokens
+        bound = min(max(wanted, 0), self._limit)
+        words = [_PREFIX, *request.prompt.split(maxsplit=bound)]
+        if len(words) > bound:
+            return words[:bound], "length"
         return words, "stop"
 
     async def _pause(self) -> None:
