@@ -40,21 +40,7 @@ def bootstrap(
 
     It relays circuits for hosts behind NAT (every p2pd does; docs/nat.md)."""
     with failures_reported():
-        cfg = opt.node_config(
-            "bootstrap",
-            listen=listen,
-            identity=identity,
-            p2pd=p2pd,
-            announce=announce,
-            max_connections=max_connections,
-            **opt.nat_options(
-                relay_service=relay_service,
-                autonat=autonat,
-                hole_punching=hole_punching,
-                force_reachability=force_reachability,
-                metrics_addr=metrics_addr,
-            ),
-        )
+        cfg = opt.command_config("bootstrap", locals())
         serve_until_signal(
             lambda: DiscoveryManager(cfg),
             json_out=json_out,
@@ -90,9 +76,7 @@ def find(
             min_uptime=min_uptime,
             location=location,
         )
-        cfg = opt.node_config(
-            "client", listen=listen, bootstrap=bootstrap, p2pd=p2pd, data_dir=data_dir
-        )
+        cfg = opt.command_config("client", locals())
         ranked = anyio.run(lambda: find_once(cfg, criteria, timeout=timeout))
     except NoMatchingHostError as exc:
         fail(str(exc), EXIT_NO_MATCH)
@@ -122,19 +106,7 @@ def diagnose(
     """Start a node and report: running, peers, each bootstrap peer, DHT table, addresses,
     and whether it is reachable from outside (public / private / unknown) and how."""
     with failures_reported():
-        cfg = opt.node_config(
-            "client",
-            listen=listen,
-            bootstrap=bootstrap,
-            p2pd=p2pd,
-            announce=announce,
-            **opt.nat_options(
-                relay_client=relay_client,
-                relay=relay,
-                nat_portmap=nat_portmap,
-                force_reachability=force_reachability,
-            ),
-        )
+        cfg = opt.command_config("client", locals())
         report = anyio.run(lambda: run_diagnose(cfg, reachability_wait=reachability_wait))
     if json_out:
         say(json.dumps(report.to_json(), ensure_ascii=False))

@@ -40,20 +40,7 @@ def node(
     With --json: a {"event":"ready",...} line, then one {"event":"message",...} per message.
     """
     with failures_reported():
-        cfg = opt.node_config(
-            "client",
-            listen=listen,
-            bootstrap=bootstrap,
-            identity=identity,
-            p2pd=p2pd,
-            attach=attach,
-            dht=dht,
-            dht_mode=dht_mode,
-            max_connections=max_connections,
-            connection_timeout_ms=connection_timeout,
-            daemon=daemon,
-            daemon_image=daemon_image,
-        )
+        cfg = opt.command_config("client", locals())
         serve_until_signal(
             lambda: DiscoveryManager(cfg),
             json_out=json_out,
@@ -82,7 +69,7 @@ def send(
         fail(f"JSON_MESSAGE is not valid JSON: {exc}", 2)
     with failures_reported():
         parse_multiaddr(peer_multiaddr, name="PEER_MULTIADDR")
-        cfg = opt.node_config("direct", p2pd=p2pd, connection_timeout_ms=connection_timeout)
+        cfg = opt.command_config("direct", locals())
         anyio.run(_send, cfg, peer_multiaddr, message)
 
 
