@@ -138,3 +138,7 @@ def _print_report(report: DiagnoseReport) -> None:
                 say(f"{label + ' address:':<18}{addr}")
         for note in found.notes:
             say(f"note:             {note}")
+
+
+COMMANDS = (bootstrap, find, diagnose)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

@@ -129,3 +129,7 @@ async def _serve(
                 await anyio.sleep_forever()
 
     await run_until_shutdown_signal(body)
+
+
+COMMANDS = (gateway,)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

@@ -189,3 +189,7 @@ async def _status(cfg: NodeConfig, peer: str, json_out: bool) -> None:
     else:
         for key, value in record.items():
             say(f"{key:12} {value}")
+
+
+COMMANDS = (host, job, status)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

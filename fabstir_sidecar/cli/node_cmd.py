@@ -105,3 +105,7 @@ def identity(
     except ConfigError as exc:
         fail(str(exc), 2)
     sys.stdout.write(f"{peer_id}\n")
+
+
+COMMANDS = (node, send, peers, identity)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""
