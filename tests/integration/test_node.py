@@ -17,6 +17,7 @@ import pytest
 from fabstir_sidecar import (
     ConfigError,
     DaemonStartError,
+    DiscoveryManager,
     FabstirError,
     InvalidMultiaddrError,
     MessageTooLargeError,
@@ -325,14 +326,9 @@ async def test_lifecycle_state_errors(p2pd_path: str) -> None:
     node = make_node(p2pd_path)
     assert node.state is NodeState.NEW
     assert not node.is_running()
-    with pytest.raises(NodeNotStartedError):
-        _ = node.peer_id
-    with pytest.raises(NodeNotStartedError):
-        await node.get_addrs()
-    with pytest.raises(NodeNotStartedError):
-        await node.get_connected_peers()
-    with pytest.raises(NodeNotStartedError):
-        await node.send_message("12D3KooWHsHHcDmBi73RNPUqSZikF87QD8ZhAoHeuSq8YmRzXn5g", {})
+    await _assert_refused(
+        node, NodeNotStartedError, "12D3KooWHsHHcDmBi73RNPUqSZikF87QD8ZhAoHeuSq8YmRzXn5g", {}
+    )
     with pytest.raises(NodeNotStartedError):
         await node.connect_to_peer("/ip4/127.0.0.1/tcp/1/p2p/" + "12D3KooW" + "x" * 44)
     with pytest.raises(NodeNotStartedError):
@@ -352,19 +348,26 @@ async def test_lifecycle_state_errors(p2pd_path: str) -> None:
     assert node.state is NodeState.CLOSED
     assert not node.is_running()
     await node.stop()  # idempotent
-    with pytest.raises(NodeClosedError):
-        _ = node.peer_id
-    with pytest.raises(NodeClosedError):
-        await node.get_addrs()
-    with pytest.raises(NodeClosedError):
-        await node.get_connected_peers()
-    with pytest.raises(NodeClosedError):
-        await node.send_message(peer_id, {"x": 1})
+    await _assert_refused(node, NodeClosedError, peer_id, {"x": 1})
     with pytest.raises(NodeClosedError):
         await node.create_node()
     with pytest.raises(NodeClosedError):
         async with node:
             pass
+
+
+async def _assert_refused(
+    node: DiscoveryManager, error: type[FabstirError], peer: str, message: Any
+) -> None:
+    """A node that is not running refuses its peer id and these calls with ``error``."""
+    with pytest.raises(error):
+        _ = node.peer_id
+    with pytest.raises(error):
+        await node.get_addrs()
+    with pytest.raises(error):
+        await node.get_connected_peers()
+    with pytest.raises(error):
+        await node.send_message(peer, message)
 
 
 async def _noop_stream_handler(stream: Any) -> None:
