@@ -131,9 +131,7 @@ async def test_send_message_to_full_multiaddr_dials_first(p2pd_path: str) -> Non
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as alice, make_node(p2pd_path) as bob:
             assert await bob.get_connected_peers() == []
-            inbox = Inbox()
-            alice.on_message(inbox)
-            target = (await alice.get_addrs())[0]
+            inbox, target = await _inbox_at(alice)
             await bob.send_message(target, {"hello": "by address"})
             assert await inbox.wait_for(1) == [(bob.peer_id, {"hello": "by address"})]
             assert alice.peer_id in await bob.get_connected_peers()
@@ -145,9 +143,7 @@ async def test_message_survives_the_sender_stopping_right_after(p2pd_path: str) 
     rounds = 10
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as receiver:
-            inbox = Inbox()
-            receiver.on_message(inbox)
-            target = (await receiver.get_addrs())[0]
+            inbox, target = await _inbox_at(receiver)
             senders = []
             for i in range(rounds):
                 async with make_node(p2pd_path) as sender:
@@ -165,9 +161,7 @@ async def test_message_survives_a_busy_receiver_when_the_sender_stops(p2pd_path:
     rounds = 3
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as receiver:
-            inbox = Inbox()
-            receiver.on_message(inbox)
-            target = (await receiver.get_addrs())[0]
+            inbox, target = await _inbox_at(receiver)
             receiver_pid = receiver._daemon.pid  # type: ignore[union-attr]
             assert receiver_pid is not None
 
@@ -275,9 +269,7 @@ async def test_too_large_message_fails_locally_before_dialing(p2pd_path: str) ->
     huge = {"data": "x" * (2 * 1024 * 1024)}
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as alice, make_node(p2pd_path) as bob:
-            inbox = Inbox()
-            alice.on_message(inbox)
-            target = (await alice.get_addrs())[0]
+            inbox, target = await _inbox_at(alice)
             # By peer id (alice is not even known to bob) and by full multiaddr: both are
             # refused before any dial, so bob stays unconnected.
             with pytest.raises(MessageTooLargeError) as info:
@@ -354,6 +346,13 @@ async def test_lifecycle_state_errors(p2pd_path: str) -> None:
     with pytest.raises(NodeClosedError):
         async with node:
             pass
+
+
+async def _inbox_at(node: DiscoveryManager) -> tuple[Inbox, str]:
+    """A new inbox for ``node``'s messages, and the address to send them to."""
+    inbox = Inbox()
+    node.on_message(inbox)
+    return inbox, (await node.get_addrs())[0]
 
 
 async def _assert_refused(
