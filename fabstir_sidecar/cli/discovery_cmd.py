@@ -12,10 +12,9 @@ import typer
 
 from fabstir_sidecar.cli import common as opt
 from fabstir_sidecar.cli.output import exit_code_for, fail, failures_reported, say
-from fabstir_sidecar.cli.serving import serve_until_signal
+from fabstir_sidecar.cli.serving import serve_role
 from fabstir_sidecar.core.errors import FabstirError, NoMatchingHostError
 from fabstir_sidecar.discovery.matching import HostCriteria, summarize
-from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.tools.diagnose import DiagnoseReport
 from fabstir_sidecar.tools.diagnose import diagnose as run_diagnose
 from fabstir_sidecar.tools.find import DEFAULT_FIND_TIMEOUT, find_once
@@ -39,14 +38,7 @@ def bootstrap(
     """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line).
 
     It relays circuits for hosts behind NAT (every p2pd does; docs/nat.md)."""
-    with failures_reported():
-        cfg = opt.command_config("bootstrap", locals())
-        serve_until_signal(
-            lambda: DiscoveryManager(cfg),
-            json_out=json_out,
-            headline=lambda peer_id: f"bootstrap node {peer_id}",
-            messages=False,
-        )
+    serve_role("bootstrap", locals(), lambda peer_id: f"bootstrap node {peer_id}", messages=False)
 
 
 def find(

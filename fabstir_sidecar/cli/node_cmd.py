@@ -12,7 +12,7 @@ import typer
 
 from fabstir_sidecar.cli import common as opt
 from fabstir_sidecar.cli.output import emit_event, fail, failures_reported, say
-from fabstir_sidecar.cli.serving import serve_until_signal
+from fabstir_sidecar.cli.serving import serve_role
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.core.multiaddr import parse_multiaddr
 from fabstir_sidecar.core.settings import NodeConfig
@@ -39,14 +39,7 @@ def node(
 
     With --json: a {"event":"ready",...} line, then one {"event":"message",...} per message.
     """
-    with failures_reported():
-        cfg = opt.command_config("client", locals())
-        serve_until_signal(
-            lambda: DiscoveryManager(cfg),
-            json_out=json_out,
-            headline=lambda peer_id: f"peer id: {peer_id}",
-            notes=_notes,
-        )
+    serve_role("client", locals(), lambda peer_id: f"peer id: {peer_id}", notes=_notes)
 
 
 def _notes(node: DiscoveryManager) -> list[str]:
