@@ -25,18 +25,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(daemon_cmd.app, name="daemon")
-app.command("node")(node_cmd.node)
-app.command("send")(node_cmd.send)
-app.command("peers")(node_cmd.peers)
-app.command("identity")(node_cmd.identity)
-app.command("host")(host_cmd.host)
-app.command("job")(host_cmd.job)
-app.command("status")(host_cmd.status)
-app.command("bootstrap")(discovery_cmd.bootstrap)
-app.command("find")(discovery_cmd.find)
-app.command("diagnose")(discovery_cmd.diagnose)
-app.command("demo")(demo_cmd.demo)
-app.command("gateway")(gateway_cmd.gateway)
+for module in (node_cmd, host_cmd, discovery_cmd, demo_cmd, gateway_cmd):
+    for command in module.COMMANDS:
+        app.command()(command)  # named after the function
 
 
 @app.callback()

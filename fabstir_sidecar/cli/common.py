@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 
@@ -81,37 +82,50 @@ TimeoutMsOpt = Annotated[
 ]
 
 
-def node_config(
-    role: Role,
-    *,
-    listen: list[str] | None = None,
-    bootstrap: list[str] | None = None,
-    identity: Path | None = None,
-    p2pd: str | None = None,
-    attach: str | None = None,
-    dht: bool | None = None,
-    dht_mode: str | None = None,
-    max_connections: int | None = None,
-    connection_timeout_ms: int | None = None,
-    announce: list[str] | None = None,
-    **extra: Any,
-) -> NodeConfig:
-    """The ``role`` preset's config with these flags (``None`` or an empty list = flag not
-    given: the environment, then the preset, decide)."""
-    return role_config(
-        role,
-        listen=tuple(listen) if listen else None,
-        bootstrap=tuple(bootstrap) if bootstrap else None,
-        announce=tuple(announce) if announce else None,
-        identity_file=identity,
-        p2pd_path=p2pd,
-        control_addr=attach,
-        enable_dht=dht,
-        dht_mode=dht_mode,
-        max_connections=max_connections,
-        connection_timeout=seconds_from_millis(connection_timeout_ms, "--connection-timeout"),
-        **extra,
-    )
+FLAG_OPTIONS: Final[dict[str, str]] = {
+    "listen": "listen",
+    "bootstrap": "bootstrap",
+    "announce": "announce",
+    "identity": "identity_file",
+    "p2pd": "p2pd_path",
+    "attach": "control_addr",
+    "dht": "enable_dht",
+    "dht_mode": "dht_mode",
+    "max_connections": "max_connections",
+    "connection_timeout": "connection_timeout",
+    "daemon": "daemon",
+    "daemon_image": "daemon_image",
+    "data_dir": "data_dir",
+    "relay_service": "relay_service",
+    "relay_client": "relay_client",
+    "relay": "relays",
+    "autonat": "enable_autonat",
+    "hole_punching": "enable_hole_punching",
+    "nat_portmap": "enable_nat_portmap",
+    "force_reachability": "force_reachability",
+    "metrics_addr": "metrics_addr",
+}
+"""A command's node flag (its parameter name) -> the ``NodeConfig`` option it sets."""
+
+
+def node_config(role: Role, **flags: Any) -> NodeConfig:
+    """The ``role`` preset's config with these flags, named as the commands' parameters
+    (:data:`FLAG_OPTIONS`); ``None`` or an empty list = flag not given: the environment,
+    then the preset, decide. ``--connection-timeout`` is in milliseconds."""
+    options: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if isinstance(value, list):
+            value = tuple(value) or None
+        if flag == "connection_timeout":
+            value = seconds_from_millis(value, "--connection-timeout")
+        options[FLAG_OPTIONS[flag]] = value
+    return role_config(role, **options)
+
+
+def command_config(role: Role, params: Mapping[str, Any]) -> NodeConfig:
+    """:func:`node_config` from a command's parameters (its ``locals()``): the node flags
+    among them (:data:`FLAG_OPTIONS`); its other parameters and locals are its own."""
+    return node_config(role, **{k: v for k, v in params.items() if k in FLAG_OPTIONS})
 
 
 # ------------------------------------------------------------- NAT traversal (docs/nat.md)
@@ -168,27 +182,3 @@ MetricsAddrOpt = Annotated[
     str | None,
     typer.Option("--metrics-addr", help="host:port of p2pd's Prometheus endpoint."),
 ]
-
-
-def nat_options(
-    *,
-    relay_service: bool | None = None,
-    relay_client: bool | None = None,
-    relay: list[str] | None = None,
-    autonat: bool | None = None,
-    hole_punching: bool | None = None,
-    nat_portmap: bool | None = None,
-    force_reachability: str | None = None,
-    metrics_addr: str | None = None,
-) -> dict[str, Any]:
-    """The NAT flags as ``NodeConfig`` options for :func:`node_config` (None = not given)."""
-    return {
-        "relay_service": relay_service,
-        "relay_client": relay_client,
-        "relays": tuple(relay) if relay else None,
-        "enable_autonat": autonat,
-        "enable_hole_punching": hole_punching,
-        "enable_nat_portmap": nat_portmap,
-        "force_reachability": force_reachability,
-        "metrics_addr": metrics_addr,
-    }

@@ -26,3 +26,7 @@ def demo(
         anyio.run(lambda: run_demo(hosts, p2pd=p2pd, on_step=_print_step))
     except FabstirError as exc:
         fail(str(exc))
+
+
+COMMANDS = (demo,)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

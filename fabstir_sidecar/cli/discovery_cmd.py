@@ -12,10 +12,9 @@ import typer
 
 from fabstir_sidecar.cli import common as opt
 from fabstir_sidecar.cli.output import exit_code_for, fail, failures_reported, say
-from fabstir_sidecar.cli.serving import serve_until_signal
+from fabstir_sidecar.cli.serving import serve_role
 from fabstir_sidecar.core.errors import FabstirError, NoMatchingHostError
 from fabstir_sidecar.discovery.matching import HostCriteria, summarize
-from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.tools.diagnose import DiagnoseReport
 from fabstir_sidecar.tools.diagnose import diagnose as run_diagnose
 from fabstir_sidecar.tools.find import DEFAULT_FIND_TIMEOUT, find_once
@@ -39,28 +38,7 @@ def bootstrap(
     """Run a bootstrap / DHT server node until SIGINT/SIGTERM (prints the same ready line).
 
     It relays circuits for hosts behind NAT (every p2pd does; docs/nat.md)."""
-    with failures_reported():
-        cfg = opt.node_config(
-            "bootstrap",
-            listen=listen,
-            identity=identity,
-            p2pd=p2pd,
-            announce=announce,
-            max_connections=max_connections,
-            **opt.nat_options(
-                relay_service=relay_service,
-                autonat=autonat,
-                hole_punching=hole_punching,
-                force_reachability=force_reachability,
-                metrics_addr=metrics_addr,
-            ),
-        )
-        serve_until_signal(
-            lambda: DiscoveryManager(cfg),
-            json_out=json_out,
-            headline=lambda peer_id: f"bootstrap node {peer_id}",
-            messages=False,
-        )
+    serve_role("bootstrap", locals(), lambda peer_id: f"bootstrap node {peer_id}", messages=False)
 
 
 def find(
@@ -90,9 +68,7 @@ def find(
             min_uptime=min_uptime,
             location=location,
         )
-        cfg = opt.node_config(
-            "client", listen=listen, bootstrap=bootstrap, p2pd=p2pd, data_dir=data_dir
-        )
+        cfg = opt.command_config("client", locals())
         ranked = anyio.run(lambda: find_once(cfg, criteria, timeout=timeout))
     except NoMatchingHostError as exc:
         fail(str(exc), EXIT_NO_MATCH)
@@ -122,19 +98,7 @@ def diagnose(
     """Start a node and report: running, peers, each bootstrap peer, DHT table, addresses,
     and whether it is reachable from outside (public / private / unknown) and how."""
     with failures_reported():
-        cfg = opt.node_config(
-            "client",
-            listen=listen,
-            bootstrap=bootstrap,
-            p2pd=p2pd,
-            announce=announce,
-            **opt.nat_options(
-                relay_client=relay_client,
-                relay=relay,
-                nat_portmap=nat_portmap,
-                force_reachability=force_reachability,
-            ),
-        )
+        cfg = opt.command_config("client", locals())
         report = anyio.run(lambda: run_diagnose(cfg, reachability_wait=reachability_wait))
     if json_out:
         say(json.dumps(report.to_json(), ensure_ascii=False))
@@ -166,3 +130,7 @@ def _print_report(report: DiagnoseReport) -> None:
                 say(f"{label + ' address:':<18}{addr}")
         for note in found.notes:
             say(f"note:             {note}")
+
+
+COMMANDS = (bootstrap, find, diagnose)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

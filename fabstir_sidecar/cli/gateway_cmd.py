@@ -18,7 +18,7 @@ from fabstir_sidecar.cli.common import (
     ListenOpt,
     P2pdOpt,
     TimeoutMsOpt,
-    node_config,
+    command_config,
 )
 from fabstir_sidecar.cli.output import (
     emit_event,
@@ -87,6 +87,7 @@ def gateway(
     connection_timeout: TimeoutMsOpt = None,
 ) -> None:
     """Run a node and serve the HTTP gateway (OpenAI-compatible API included)."""
+    flags = dict(locals())
     try:
         host, port = parse_http_addr(http)
         token = read_token(token_file)
@@ -103,16 +104,7 @@ def gateway(
             sse_buffer=sse_buffer,
             max_concurrent=max_concurrent,
         )
-        cfg = node_config(
-            "client",
-            listen=listen,
-            bootstrap=bootstrap,
-            identity=identity,
-            p2pd=p2pd,
-            dht=dht,
-            dht_mode=dht_mode,
-            connection_timeout_ms=connection_timeout,
-        )
+        cfg = command_config("client", flags)
         anyio.run(_serve, cfg, settings, host, port, json_out)
     except FabstirError as exc:
         fail(str(exc), exit_code_for(exc))
@@ -137,3 +129,7 @@ async def _serve(
                 await anyio.sleep_forever()
 
     await run_until_shutdown_signal(body)
+
+
+COMMANDS = (gateway,)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

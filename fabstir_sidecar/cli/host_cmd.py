@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
 
 import anyio
 import typer
@@ -92,28 +92,7 @@ def host(
 ) -> None:
     """Run a host until SIGINT/SIGTERM: status, jobs (streamed), discovery, inference."""
     with failures_reported():
-        cfg = opt.node_config(
-            "host",
-            listen=listen,
-            bootstrap=bootstrap,
-            identity=identity,
-            announce=announce,
-            p2pd=p2pd,
-            dht=dht,
-            dht_mode=dht_mode,
-            max_connections=max_connections,
-            connection_timeout_ms=connection_timeout,
-            **opt.nat_options(
-                relay_service=relay_service,
-                relay_client=relay_client,
-                relay=relay,
-                autonat=autonat,
-                hole_punching=hole_punching,
-                nat_portmap=nat_portmap,
-                force_reachability=force_reachability,
-                metrics_addr=metrics_addr,
-            ),
-        )
+        cfg = opt.command_config("host", locals())
         host_cfg = HostConfig(
             models=tuple(model),
             reputation=reputation,
@@ -168,8 +147,12 @@ def _print_job(json_out: bool) -> Callable[[JobEvent], None]:
     return on_job
 
 
-def _client_config(p2pd: str | None, timeout_ms: int | None) -> NodeConfig:
-    return opt.node_config("direct", p2pd=p2pd, connection_timeout_ms=timeout_ms)
+def _run_direct(
+    params: Mapping[str, Any], main: Callable[..., Awaitable[None]], *args: Any
+) -> None:
+    """Run ``main(cfg, *args)`` on a ``direct`` node made from the command's flags."""
+    with failures_reported():
+        anyio.run(main, opt.command_config("direct", params), *args)
 
 
 def job(
@@ -185,11 +168,8 @@ def job(
     connection_timeout: opt.TimeoutMsOpt = None,
 ) -> None:
     """Run one job on a host; print tokens as they arrive (or the result JSON with --json)."""
-    with failures_reported():
-        cfg = _client_config(p2pd, connection_timeout)
-        anyio.run(
-            _job, cfg, peer, model, prompt, stream, max_tokens, temperature, attempts, json_out
-        )
+    args = (peer, model, prompt, stream, max_tokens, temperature, attempts, json_out)
+    _run_direct(locals(), _job, *args)
 
 
 async def _job(
@@ -233,9 +213,7 @@ def status(
     connection_timeout: opt.TimeoutMsOpt = None,
 ) -> None:
     """Ask a host for its status record; print it with the measured latency."""
-    with failures_reported():
-        cfg = _client_config(p2pd, connection_timeout)
-        anyio.run(_status, cfg, peer, json_out)
+    _run_direct(locals(), _status, peer, json_out)
 
 
 async def _status(cfg: NodeConfig, peer: str, json_out: bool) -> None:
@@ -247,3 +225,7 @@ async def _status(cfg: NodeConfig, peer: str, json_out: bool) -> None:
     else:
         for key, value in record.items():
             say(f"{key:12} {value}")
+
+
+COMMANDS = (host, job, status)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

@@ -12,7 +12,7 @@ import typer
 
 from fabstir_sidecar.cli import common as opt
 from fabstir_sidecar.cli.output import emit_event, fail, failures_reported, say
-from fabstir_sidecar.cli.serving import serve_until_signal
+from fabstir_sidecar.cli.serving import serve_role
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.core.multiaddr import parse_multiaddr
 from fabstir_sidecar.core.settings import NodeConfig
@@ -39,27 +39,7 @@ def node(
 
     With --json: a {"event":"ready",...} line, then one {"event":"message",...} per message.
     """
-    with failures_reported():
-        cfg = opt.node_config(
-            "client",
-            listen=listen,
-            bootstrap=bootstrap,
-            identity=identity,
-            p2pd=p2pd,
-            attach=attach,
-            dht=dht,
-            dht_mode=dht_mode,
-            max_connections=max_connections,
-            connection_timeout_ms=connection_timeout,
-            daemon=daemon,
-            daemon_image=daemon_image,
-        )
-        serve_until_signal(
-            lambda: DiscoveryManager(cfg),
-            json_out=json_out,
-            headline=lambda peer_id: f"peer id: {peer_id}",
-            notes=_notes,
-        )
+    serve_role("client", locals(), lambda peer_id: f"peer id: {peer_id}", notes=_notes)
 
 
 def _notes(node: DiscoveryManager) -> list[str]:
@@ -82,7 +62,7 @@ def send(
         fail(f"JSON_MESSAGE is not valid JSON: {exc}", 2)
     with failures_reported():
         parse_multiaddr(peer_multiaddr, name="PEER_MULTIADDR")
-        cfg = opt.node_config("direct", p2pd=p2pd, connection_timeout_ms=connection_timeout)
+        cfg = opt.command_config("direct", locals())
         anyio.run(_send, cfg, peer_multiaddr, message)
 
 
@@ -118,3 +98,7 @@ def identity(
     except ConfigError as exc:
         fail(str(exc), 2)
     sys.stdout.write(f"{peer_id}\n")
+
+
+COMMANDS = (node, send, peers, identity)
+"""The commands of this module, in the order ``fabstir-sidecar --help`` lists them."""

@@ -6,19 +6,22 @@ once the node's daemon is gone for good. Stdout never blocks serving (cli/events
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 
+from fabstir_sidecar.cli.common import command_config
 from fabstir_sidecar.cli.output import (
     emit_event,
+    failures_reported,
     nonblocking_stdout,
     run_until_shutdown_signal,
     say,
 )
 from fabstir_sidecar.core.errors import DaemonUnavailableError
 from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.tools.roles import Role
 
 
 def print_message(json_out: bool) -> Callable[[str, Any], None]:
@@ -80,3 +83,24 @@ def serve_until_signal(
 
     with nonblocking_stdout():
         anyio.run(main)
+
+
+def serve_role(
+    role: Role,
+    params: Mapping[str, Any],
+    headline: Callable[[str], str],
+    *,
+    messages: bool = True,
+    notes: Callable[[DiscoveryManager], list[str]] | None = None,
+) -> None:
+    """A plain node of ``role`` made from a command's flags (its ``locals()``, see
+    :func:`~fabstir_sidecar.cli.common.command_config`), served until a signal."""
+    with failures_reported():
+        cfg = command_config(role, params)
+        serve_until_signal(
+            lambda: DiscoveryManager(cfg),
+            json_out=params["json_out"],
+            headline=headline,
+            messages=messages,
+            notes=notes,
+        )

@@ -14,11 +14,20 @@ from typing import Any, Final, Literal, get_args
 
 from fabstir_sidecar.core.errors import ConfigError
 from fabstir_sidecar.core.multiaddr import check_bootstrap_addr
-from fabstir_sidecar.core.validate import check_bool, check_list, env_bool, env_json_list
+from fabstir_sidecar.core.validate import (
+    EnvVar,
+    check_bool,
+    check_choice,
+    check_list,
+    env_bool,
+    env_choice,
+    env_json_list,
+    env_str,
+)
 
 __all__ = [
     "FORCED_REACHABILITY",
-    "NAT_ENV_FIELDS",
+    "NAT_ENV",
     "NAT_ENV_VARS",
     "ForcedReachability",
     "check_metrics_addr",
@@ -28,46 +37,50 @@ __all__ = [
 ForcedReachability = Literal["auto", "public", "private"]
 FORCED_REACHABILITY: Final[tuple[str, ...]] = get_args(ForcedReachability)
 
-NAT_ENV_VARS: Final[dict[str, str]] = {
-    "P2P_RELAY_SERVICE": "relay circuits for other peers (true/false; default true; p2pd "
-    "1.1.12 relays even when false)",
-    "P2P_ENABLE_RELAY_CLIENT": "reserve a slot on relays and advertise /p2p-circuit addresses "
-    "when unreachable (true/false; needs the DHT)",
-    "P2P_RELAYS": "JSON list of relay multiaddrs ending in /p2p/<peer id>; default: the "
-    "bootstrap nodes",
-    "P2P_ENABLE_AUTONAT": "answer other peers' AutoNAT dial-back probes (true/false)",
-    "P2P_ENABLE_HOLE_PUNCHING": "upgrade relayed connections to direct ones with DCUtR "
-    "(true/false)",
-    "P2P_ENABLE_NAT_PORTMAP": "ask the router for a port mapping with UPnP-IGD / NAT-PMP "
-    "(true/false)",
-    "P2P_FORCE_REACHABILITY": "auto (AutoNAT decides), public or private",
-    "P2P_METRICS_ADDR": "host:port where p2pd serves Prometheus metrics (reachability is read "
-    "from there); unset: a free loopback port when the relay client, AutoNAT or port mapping "
-    "is on",
+NAT_ENV: Final[dict[str, EnvVar]] = {
+    "P2P_RELAY_SERVICE": EnvVar(
+        "relay_service",
+        env_bool,
+        "relay circuits for other peers (true/false; default true; p2pd 1.1.12 relays even "
+        "when false)",
+    ),
+    "P2P_ENABLE_RELAY_CLIENT": EnvVar(
+        "relay_client",
+        env_bool,
+        "reserve a slot on relays and advertise /p2p-circuit addresses when unreachable "
+        "(true/false; needs the DHT)",
+    ),
+    "P2P_RELAYS": EnvVar(
+        "relays",
+        env_json_list,
+        "JSON list of relay multiaddrs ending in /p2p/<peer id>; default: the bootstrap nodes",
+    ),
+    "P2P_ENABLE_AUTONAT": EnvVar(
+        "enable_autonat", env_bool, "answer other peers' AutoNAT dial-back probes (true/false)"
+    ),
+    "P2P_ENABLE_HOLE_PUNCHING": EnvVar(
+        "enable_hole_punching",
+        env_bool,
+        "upgrade relayed connections to direct ones with DCUtR (true/false)",
+    ),
+    "P2P_ENABLE_NAT_PORTMAP": EnvVar(
+        "enable_nat_portmap",
+        env_bool,
+        "ask the router for a port mapping with UPnP-IGD / NAT-PMP (true/false)",
+    ),
+    "P2P_FORCE_REACHABILITY": EnvVar(
+        "force_reachability",
+        env_choice(FORCED_REACHABILITY),
+        "auto (AutoNAT decides), public or private",
+    ),
+    "P2P_METRICS_ADDR": EnvVar(
+        "metrics_addr",
+        env_str,
+        "host:port where p2pd serves Prometheus metrics (reachability is read from there); "
+        "unset: a free loopback port when the relay client, AutoNAT or port mapping is on",
+    ),
 }
-
-
-def _env_reachability(raw: str, var: str) -> str:
-    word = raw.strip().lower()
-    if word not in FORCED_REACHABILITY:
-        raise ConfigError(var, raw, f"expected one of {', '.join(FORCED_REACHABILITY)}")
-    return word
-
-
-def _env_text(raw: str, var: str) -> str:
-    return raw.strip()
-
-
-NAT_ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str, str], Any]]]] = {
-    "P2P_RELAY_SERVICE": ("relay_service", env_bool),
-    "P2P_ENABLE_RELAY_CLIENT": ("relay_client", env_bool),
-    "P2P_RELAYS": ("relays", env_json_list),
-    "P2P_ENABLE_AUTONAT": ("enable_autonat", env_bool),
-    "P2P_ENABLE_HOLE_PUNCHING": ("enable_hole_punching", env_bool),
-    "P2P_ENABLE_NAT_PORTMAP": ("enable_nat_portmap", env_bool),
-    "P2P_FORCE_REACHABILITY": ("force_reachability", _env_reachability),
-    "P2P_METRICS_ADDR": ("metrics_addr", _env_text),
-}
+NAT_ENV_VARS: Final[dict[str, str]] = {var: env.help for var, env in NAT_ENV.items()}
 
 
 def check_metrics_addr(value: object, name: str) -> str | None:
@@ -99,12 +112,7 @@ def check_nat_options(values: Mapping[str, Any], n: Callable[[str], str]) -> dic
     ):
         out[key] = check_bool(values[key], n(key))
     out["relays"] = check_list(values["relays"], name=n("relays"), check=check_bootstrap_addr)
-    if values["force_reachability"] not in FORCED_REACHABILITY:
-        raise ConfigError(
-            n("force_reachability"),
-            values["force_reachability"],
-            f"expected one of {', '.join(FORCED_REACHABILITY)}",
-        )
+    check_choice(values["force_reachability"], FORCED_REACHABILITY, n("force_reachability"))
     if out["relay_client"] and not values["enable_dht"]:
         # p2pd refuses to start: "can't have autorelay enabled without ... DHT enabled".
         raise ConfigError(n("relay_client"), True, f"needs the DHT ({n('enable_dht')} is false)")

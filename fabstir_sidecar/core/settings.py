@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -26,20 +26,18 @@ from fabstir_sidecar.core.multiaddr import (
     check_control_addr,
     check_listen_addr,
 )
-from fabstir_sidecar.core.nat_options import (
-    NAT_ENV_FIELDS,
-    NAT_ENV_VARS,
-    ForcedReachability,
-    check_nat_options,
-)
+from fabstir_sidecar.core.nat_options import NAT_ENV, ForcedReachability, check_nat_options
 from fabstir_sidecar.core.validate import (
     P2PD_INT_MAX,
+    EnvVar,
     check_bool,
+    check_choice,
     check_int,
     check_list,
     check_optional_str,
     check_seconds,
     env_bool,
+    env_choice,
     env_int,
     env_json_list,
     env_millis,
@@ -65,25 +63,65 @@ DEFAULT_DAEMON_IMAGE: Final = "fabstir-p2pd:local"  # built by daemon/build_imag
 DEFAULT_LISTEN: Final[tuple[str, ...]] = ("/ip4/127.0.0.1/tcp/0",)
 DEFAULT_PROTOCOL_PREFIX: Final = "/fabstir-llm/1.0.0"
 
-ENV_VARS: Final[dict[str, str]] = {
-    "P2P_LISTEN_ADDRESSES": 'JSON list of listen multiaddrs, e.g. ["/ip4/0.0.0.0/tcp/4001"]',
-    "P2P_BOOTSTRAP_NODES": "JSON list of bootstrap peer multiaddrs, each ending in /p2p/<peer id>",
-    "P2P_ENABLE_DHT": "enable the Kademlia DHT (true/false, 1/0, yes/no, on/off)",
-    "P2P_DHT_MODE": "DHT mode: auto, server or client",
-    "P2P_ENABLE_MDNS": "enable mDNS discovery on the local network (true/false)",
-    "P2P_MAX_CONNECTIONS": "connection manager high-water mark (integer >= 1)",
-    "P2P_CONNECTION_TIMEOUT": "connection / dial timeout in MILLISECONDS (number > 0)",
-    "P2P_IDENTITY_FILE": "path of the node's private key file (persistent peer id)",
-    "P2P_DATA_DIR": "directory for the node's state (peer cache); unset: nothing persisted",
-    "P2P_DAEMON_ADDR": "attach to a running p2pd at this control multiaddr (/unix/... or "
-    "/ip4/.../tcp/...) instead of starting one",
-    "P2P_DAEMON": "how to start p2pd when not attaching: process (default) or docker (a "
-    "container of P2P_DAEMON_IMAGE, through the Docker SDK: pip install 'fabstir-sidecar[docker]')",
-    "P2P_DAEMON_IMAGE": f"image of the docker daemon (default {DEFAULT_DAEMON_IMAGE})",
-    "P2P_HANDLER_ADDR": "where the node listens for the streams p2pd forwards, as the daemon "
-    "dials it (/unix/<path> or /ip4/<ip>/tcp/<port>); default: chosen from the control address",
-    **NAT_ENV_VARS,
+ENV: Final[dict[str, EnvVar]] = {
+    "P2P_LISTEN_ADDRESSES": EnvVar(
+        "listen",
+        env_json_list,
+        'JSON list of listen multiaddrs, e.g. ["/ip4/0.0.0.0/tcp/4001"]',
+    ),
+    "P2P_BOOTSTRAP_NODES": EnvVar(
+        "bootstrap",
+        env_json_list,
+        "JSON list of bootstrap peer multiaddrs, each ending in /p2p/<peer id>",
+    ),
+    "P2P_ENABLE_DHT": EnvVar(
+        "enable_dht", env_bool, "enable the Kademlia DHT (true/false, 1/0, yes/no, on/off)"
+    ),
+    "P2P_DHT_MODE": EnvVar("dht_mode", env_choice(DHT_MODES), "DHT mode: auto, server or client"),
+    "P2P_ENABLE_MDNS": EnvVar(
+        "enable_mdns", env_bool, "enable mDNS discovery on the local network (true/false)"
+    ),
+    "P2P_MAX_CONNECTIONS": EnvVar(
+        "max_connections", env_int, "connection manager high-water mark (integer >= 1)"
+    ),
+    "P2P_CONNECTION_TIMEOUT": EnvVar(
+        "connection_timeout",
+        env_millis,
+        "connection / dial timeout in MILLISECONDS (number > 0)",
+    ),
+    "P2P_IDENTITY_FILE": EnvVar(
+        "identity_file", env_path, "path of the node's private key file (persistent peer id)"
+    ),
+    "P2P_DATA_DIR": EnvVar(
+        "data_dir",
+        env_path,
+        "directory for the node's state (peer cache); unset: nothing persisted",
+    ),
+    "P2P_DAEMON_ADDR": EnvVar(
+        "control_addr",
+        env_str,
+        "attach to a running p2pd at this control multiaddr (/unix/... or /ip4/.../tcp/...) "
+        "instead of starting one",
+    ),
+    "P2P_DAEMON": EnvVar(
+        "daemon",
+        env_str,
+        "how to start p2pd when not attaching: process (default) or docker (a container of "
+        "P2P_DAEMON_IMAGE, through the Docker SDK: pip install 'fabstir-sidecar[docker]')",
+    ),
+    "P2P_DAEMON_IMAGE": EnvVar(
+        "daemon_image", env_str, f"image of the docker daemon (default {DEFAULT_DAEMON_IMAGE})"
+    ),
+    "P2P_HANDLER_ADDR": EnvVar(
+        "handler_addr",
+        env_str,
+        "where the node listens for the streams p2pd forwards, as the daemon dials it "
+        "(/unix/<path> or /ip4/<ip>/tcp/<port>); default: chosen from the control address",
+    ),
+    **NAT_ENV,
 }
+"""Every ``P2P_*`` environment variable :meth:`NodeConfig.load` reads."""
+ENV_VARS: Final[dict[str, str]] = {var: env.help for var, env in ENV.items()}
 
 
 # ---------------------------------------------------------------------- validation
@@ -108,10 +146,7 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["enable_dht"] = check_bool(values["enable_dht"], n("enable_dht"))
     out["enable_mdns"] = check_bool(values["enable_mdns"], n("enable_mdns"))
     out["restart_daemon"] = check_bool(values["restart_daemon"], n("restart_daemon"))
-    if values["dht_mode"] not in DHT_MODES:
-        raise ConfigError(
-            n("dht_mode"), values["dht_mode"], f"expected one of {', '.join(DHT_MODES)}"
-        )
+    check_choice(values["dht_mode"], DHT_MODES, n("dht_mode"))
 
     out["max_connections"] = check_int(
         values["max_connections"], n("max_connections"), minimum=1, maximum=P2PD_INT_MAX
@@ -180,10 +215,7 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["handler_addr"] = (
         None if handler is None else check_control_addr(handler, name=n("handler_addr"))
     )
-    if values["daemon"] not in DAEMON_KINDS:
-        raise ConfigError(
-            n("daemon"), values["daemon"], f"expected one of {', '.join(DAEMON_KINDS)}"
-        )
+    check_choice(values["daemon"], DAEMON_KINDS, n("daemon"))
     if values["daemon"] == "docker" and out["control_addr"] is not None:
         raise ConfigError(
             n("daemon"),
@@ -196,35 +228,6 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["daemon_image"] = image
     out.update(check_nat_options(values, n))
     return out
-
-
-# ----------------------------------------------------------------------- env parsing
-
-
-def _env_dht_mode(raw: str, var: str) -> str:
-    mode = raw.strip().lower()
-    if mode not in DHT_MODES:
-        raise ConfigError(var, raw, f"expected one of {', '.join(DHT_MODES)}")
-    return mode
-
-
-# env var -> (field, parser). Parsers see the raw string; range checks are in _validate.
-_ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str, str], Any]]]] = {
-    "P2P_LISTEN_ADDRESSES": ("listen", env_json_list),
-    "P2P_BOOTSTRAP_NODES": ("bootstrap", env_json_list),
-    "P2P_ENABLE_DHT": ("enable_dht", env_bool),
-    "P2P_DHT_MODE": ("dht_mode", _env_dht_mode),
-    "P2P_ENABLE_MDNS": ("enable_mdns", env_bool),
-    "P2P_MAX_CONNECTIONS": ("max_connections", env_int),
-    "P2P_CONNECTION_TIMEOUT": ("connection_timeout", env_millis),
-    "P2P_IDENTITY_FILE": ("identity_file", env_path),
-    "P2P_DAEMON_ADDR": ("control_addr", env_str),
-    "P2P_DAEMON": ("daemon", env_str),
-    "P2P_DAEMON_IMAGE": ("daemon_image", env_str),
-    "P2P_HANDLER_ADDR": ("handler_addr", env_str),
-    "P2P_DATA_DIR": ("data_dir", env_path),
-    **NAT_ENV_FIELDS,
-}
 
 
 # --------------------------------------------------------------------------- config
@@ -333,7 +336,7 @@ class NodeConfig:
         environ: Mapping[str, str] = os.environ if env is None else env
         values: dict[str, Any] = {**_DEFAULTS, **given}
         names: dict[str, str] = {}
-        for var, (field_name, parse) in _ENV_FIELDS.items():
+        for var, (field_name, parse, _) in ENV.items():
             raw = environ.get(var)
             if raw is None or not raw.strip():
                 continue

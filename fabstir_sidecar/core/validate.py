@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from fabstir_sidecar.core.errors import ConfigError
 
@@ -82,6 +82,34 @@ def env_json_list(raw: str, var: str) -> list[Any]:
             var, raw, f"expected a JSON list of strings, got JSON {type(parsed).__name__}"
         )
     return parsed
+
+
+def check_choice(value: object, choices: tuple[str, ...], name: str) -> str:
+    """``value`` if it is one of ``choices`` (a ``Literal``'s ``get_args``)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(name, value, f"expected one of {', '.join(choices)}")
+    return value
+
+
+def env_choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    """An environment parser for one of ``choices``, case and surrounding space ignored."""
+
+    def parse(raw: str, var: str) -> str:
+        word = raw.strip().lower()
+        if word not in choices:
+            raise ConfigError(var, raw, f"expected one of {', '.join(choices)}")
+        return word
+
+    return parse
+
+
+class EnvVar(NamedTuple):
+    """One ``P2P_*`` environment variable: the option it sets, its parser (which sees the raw
+    string; range checks are the option's own), and what it means (``ENV_VARS``)."""
+
+    field: str
+    parse: Callable[[str, str], Any]
+    help: str
 
 
 def env_bool(raw: str, var: str) -> bool:

@@ -35,19 +35,17 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 import anyio
 import anyio.abc
 import anyio.to_thread
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity import wait_exponential_jitter as backoff
 
-from fabstir_sidecar.core.errors import DaemonStartError, DaemonUnavailableError, FabstirError
+from fabstir_sidecar.core.errors import DaemonStartError, DaemonUnavailableError
 from fabstir_sidecar.daemon.control import DaemonControl
 from fabstir_sidecar.daemon.process import DaemonSpec, build_argv
 from fabstir_sidecar.daemon.runtime_dir import pid_alive
-from fabstir_sidecar.daemon.supervisor import Availability, OnRestarted, RestartBudget
+from fabstir_sidecar.daemon.supervisor import SupervisedDaemon, Supervision, restart_attempts
 
 log = logging.getLogger(__name__)
 
@@ -119,28 +117,12 @@ def _free_loopback_port() -> int:
 # --------------------------------------------------------------------- the launcher
 
 
-class ContainerDaemon:
-    def __init__(
-        self,
-        spec: DaemonSpec,
-        *,
-        image: str,
-        start_timeout: float,
-        stop_grace: float,
-        restart: bool,
-        on_restarted: OnRestarted,
-        max_restarts: int = 5,
-        restart_window: float = 60.0,
-    ) -> None:
-        self.spec = spec
+class ContainerDaemon(SupervisedDaemon):
+    what = "p2pd container"
+
+    def __init__(self, spec: DaemonSpec, *, image: str, **options: Unpack[Supervision]) -> None:
+        super().__init__(spec, **options)
         self.image = image
-        self.availability = Availability()
-        self.restarts = 0
-        self._start_timeout = start_timeout
-        self._stop_grace = stop_grace
-        self._restart = restart
-        self._on_restarted = on_restarted
-        self._budget = RestartBudget(max_restarts, restart_window)
         self._host_port = _free_loopback_port()
         self.control_addr = f"/ip4/127.0.0.1/tcp/{self._host_port}"
         self.handler_addr: str | None = None
@@ -149,7 +131,6 @@ class ContainerDaemon:
         self._network: Any = None
         self._container: Any = None
         self._pid: int | None = None
-        self._stopping = False
         self._removed = False
 
     @property
@@ -308,47 +289,19 @@ class ContainerDaemon:
                 f"p2pd container not ready within {self._start_timeout:.1f}s ({reason})"
             )
 
-    async def _watch(self) -> None:
-        while True:
-            code = await anyio.to_thread.run_sync(self._wait_exit, abandon_on_cancel=True)
-            if self._stopping:
-                return
-            died = f"p2pd container exited with code {code}: {await _thread(self._logs_tail)}"
-            if not self._restart:
-                self.availability.fail(f"{died}; restart is disabled")
-                return
-            reason = self._budget.spend(died)
-            if reason is not None:
-                self.availability.fail(reason)
-                log.error("p2pd keeps dying, not restarting it again", extra={"reason": reason})
-                return
-            self.availability.down(f"{died}; restarting it")
-            try:
-                await self._restart_container()
-            except DaemonStartError as exc:
-                self.availability.fail(f"{died}; restart failed: {exc.reason}")
-                return
-            self.restarts += 1
-            self.availability.up()
-            log.warning("p2pd container restarted", extra={"restarts": self.restarts})
-            try:
-                await self._on_restarted()
-            except FabstirError as exc:
-                log.error("re-initialising after a p2pd restart failed", extra={"error": str(exc)})
+    async def _wait_died(self) -> str | None:
+        code = await anyio.to_thread.run_sync(self._wait_exit, abandon_on_cancel=True)
+        if self._stopping:
+            return None
+        return f"p2pd container exited with code {code}: {await _thread(self._logs_tail)}"
 
-    async def _restart_container(self) -> None:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(4),
-            wait=backoff(multiplier=0.1, max=2.0),
-            retry=retry_if_exception_type(DaemonStartError),
-            sleep=anyio.sleep,
-            reraise=True,
-        ):
+    async def _start_again(self) -> None:
+        async for attempt in restart_attempts():
             with attempt:
-                await _thread(self._start_again)
+                await _thread(self._start_container_again)
                 await self._wait_ready()
 
-    def _start_again(self) -> None:
+    def _start_container_again(self) -> None:
         import docker.errors
 
         try:

@@ -6,7 +6,8 @@ raise ``DaemonUnavailableError`` at once instead of hanging on a dead socket.
 ``SpawnedDaemon`` owns a p2pd it started: when the process dies unexpectedly it restarts it
 with the same identity (and, where it can, on the same ports, so peers that knew our address
 reconnect), with exponential backoff via tenacity, then calls ``on_restarted`` so the node
-re-registers its protocol handlers and reconnects to its bootstrap peers.
+re-registers its protocol handlers and reconnects to its bootstrap peers. That restart policy
+is ``SupervisedDaemon``'s, shared with the container launcher (daemon/container.py).
 
 ``AttachedDaemon`` uses a daemon someone else runs: it probes it periodically; when it comes
 back after an outage (restarted by its owner) the same ``on_restarted`` hook runs.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, Required, TypedDict, Unpack
 
 import anyio
 import anyio.abc
@@ -140,7 +141,35 @@ class RestartBudget:
         return None
 
 
-class SpawnedDaemon:
+def restart_attempts() -> AsyncRetrying:
+    """The retry policy for starting a daemon again after it died (process or container)."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(4),
+        wait=wait_exponential_jitter(multiplier=0.1, max=2.0),
+        retry=retry_if_exception_type(DaemonStartError),
+        sleep=anyio.sleep,
+        reraise=True,
+    )
+
+
+class Supervision(TypedDict, total=False):
+    """How a :class:`SupervisedDaemon` is run (its keyword arguments)."""
+
+    start_timeout: Required[float]
+    stop_grace: Required[float]
+    restart: Required[bool]
+    on_restarted: Required[OnRestarted]
+    max_restarts: int
+    restart_window: float
+
+
+class SupervisedDaemon:
+    """A daemon we run ourselves (a process here, a container in daemon/container.py): when
+    it dies unexpectedly it is started again within a :class:`RestartBudget`, then
+    ``on_restarted`` runs; a subclass says how it waits for the death and how it restarts."""
+
+    what = "p2pd"  # as log messages name it
+
     def __init__(
         self,
         spec: DaemonSpec,
@@ -160,10 +189,55 @@ class SpawnedDaemon:
         self._restart = restart
         self._on_restarted = on_restarted
         self._budget = RestartBudget(max_restarts, restart_window)
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    async def _wait_died(self) -> str | None:
+        """Wait until the daemon exits: why it died, or None when we stopped it."""
+        raise NotImplementedError
+
+    async def _start_again(self) -> None:
+        """Start the daemon again after it died (raises ``DaemonStartError``)."""
+        raise NotImplementedError
+
+    async def _watch(self) -> None:
+        while (died := await self._wait_died()) is not None:
+            if not self._restart:
+                self.availability.fail(f"{died}; restart is disabled")
+                log.error("%s died and restart is disabled", self.what, extra={"reason": died})
+                return
+            reason = self._budget.spend(died)
+            if reason is not None:
+                self.availability.fail(reason)
+                log.error("p2pd keeps dying, not restarting it again", extra={"reason": reason})
+                return
+            self.availability.down(f"{died}; restarting it")
+            try:
+                await self._start_again()
+            except DaemonStartError as exc:
+                self.availability.fail(f"{died}; restart failed: {exc.reason}")
+                log.error("%s could not be restarted", self.what, extra={"error": str(exc)})
+                return
+            self.restarts += 1
+            self.availability.up()
+            log.warning(
+                "%s restarted", self.what, extra={"p2pd_pid": self.pid, "restarts": self.restarts}
+            )
+            try:
+                await self._on_restarted()
+            except FabstirError as exc:
+                log.error("re-initialising after a p2pd restart failed", extra={"error": str(exc)})
+
+
+class SpawnedDaemon(SupervisedDaemon):
+    def __init__(self, spec: DaemonSpec, **options: Unpack[Supervision]) -> None:
+        super().__init__(spec, **options)
         self._probe = DaemonControl(f"/unix{spec.control_socket}", request_timeout=2.0)
         self._proc: DaemonProcess | None = None
         self._restart_spec = spec
-        self._stopping = False
         self._tg: anyio.abc.TaskGroup | None = None
 
     @property
@@ -184,56 +258,23 @@ class SpawnedDaemon:
         await proc.start(self._tg, ready_check=self._probe.identify, timeout=self._start_timeout)
         return proc
 
-    async def _watch(self) -> None:
-        while True:
-            proc = self._proc
-            assert proc is not None
-            returncode = await proc.wait_exited()
-            if self._stopping or proc.stopping:
-                return
-            died = f"p2pd (pid {proc.pid}) exited with code {returncode}: {proc.failure_reason()}"
-            if not self._restart:
-                self.availability.fail(f"{died}; restart is disabled")
-                log.error("p2pd died and restart is disabled", extra={"reason": died})
-                return
-            reason = self._budget.spend(died)
-            if reason is not None:
-                self.availability.fail(reason)
-                log.error("p2pd keeps dying, not restarting it again", extra={"reason": reason})
-                return
-            self.availability.down(f"{died}; restarting it")
-            try:
-                self._proc = await self._respawn()
-            except DaemonStartError as exc:
-                self.availability.fail(f"{died}; restart failed: {exc.reason}")
-                log.error("p2pd could not be restarted", extra={"error": str(exc)})
-                return
-            self.restarts += 1
-            self.availability.up()
-            log.warning(
-                "p2pd restarted", extra={"p2pd_pid": self._proc.pid, "restarts": self.restarts}
-            )
-            try:
-                await self._on_restarted()
-            except FabstirError as exc:
-                log.error("re-initialising after a p2pd restart failed", extra={"error": str(exc)})
+    async def _wait_died(self) -> str | None:
+        proc = self._proc
+        assert proc is not None
+        returncode = await proc.wait_exited()
+        if self._stopping or proc.stopping:
+            return None
+        return f"p2pd (pid {proc.pid}) exited with code {returncode}: {proc.failure_reason()}"
 
-    async def _respawn(self) -> DaemonProcess:
+    async def _start_again(self) -> None:
         specs = [self._restart_spec, self.spec]
         attempt_no = 0
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(4),
-            wait=wait_exponential_jitter(multiplier=0.1, max=2.0),
-            retry=retry_if_exception_type(DaemonStartError),
-            sleep=anyio.sleep,
-            reraise=True,
-        ):
+        async for attempt in restart_attempts():
             with attempt:
                 # First try the ports we had (peers know them); then what was configured.
                 spec = specs[min(attempt_no, 1)]
                 attempt_no += 1
-                return await self._spawn(spec)
-        raise AssertionError("unreachable")  # pragma: no cover
+                self._proc = await self._spawn(spec)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -16,12 +16,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import anyio.abc
 import pytest
-from anyio.from_thread import BlockingPortal
 
 from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.errors import NoMatchingHostError
@@ -36,6 +35,7 @@ from fabstir_sidecar.protocols.status import HostStatus
 from fabstir_sidecar.testing import HostSpec, NetworkFactory, network_sync
 from fabstir_sidecar.wire.keys import ANY_HOST_KEY, model_cid
 from fabstir_sidecar.wire.messages import Host
+from tests.integration import running_net
 from tests.integration.helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -81,35 +81,20 @@ SPECS: dict[str, Spec] = {
 ALL = frozenset(SPECS)
 
 
-@dataclass
-class RunningHost:
-    name: str
-    spec: Spec
-    node: DiscoveryManager
-    service: HostService
-
+class RunningHost(running_net.RunningHost):
     @property
-    def peer_id(self) -> str:
-        return self.node.peer_id
+    def spec(self) -> Spec:
+        return SPECS[self.name]
 
 
 @dataclass
-class Network:
-    portal: BlockingPortal
+class Network(running_net.PortalNet):
+    DEADLINE: ClassVar[float] = TEST_DEADLINE
     base: NodeConfig
     boot: DiscoveryManager
     boot_addr: str
     hosts: dict[str, RunningHost]
     client: DiscoveryManager
-
-    def run(self, body: Callable[[], Awaitable[T]], timeout: float = TEST_DEADLINE) -> T:
-        """Run ``body`` in the network's event loop, under a deadline."""
-
-        async def guarded() -> T:
-            with anyio.fail_after(timeout):
-                return await body()
-
-        return self.portal.call(guarded)
 
     def name_of(self, peer_id: str) -> str:
         for name, host in self.hosts.items():
@@ -219,7 +204,7 @@ def net(p2pd_binary: Path) -> Iterator[Network]:
             **DHT_SERVERS,
         )  # fmt: skip
         hosts = {
-            h.name: RunningHost(h.name, SPECS[h.name], h.node, h.service)
+            h.name: RunningHost(h.name, h.node, h.service)
             for h in running.hosts
             if h.service is not None
         }

@@ -400,17 +400,7 @@ async def test_status_record_describing_another_peer_is_discarded(p2pd_path: str
                 real = service.status_record
 
                 async def claims_to_be_honest() -> Host:
-                    record = await real()
-                    return Host(
-                        peer_id=honest.peer_id,
-                        addrs=record.addrs,
-                        models=record.models,
-                        reputation=record.reputation,
-                        uptime_s=record.uptime_s,
-                        active_jobs=record.active_jobs,
-                        max_jobs=record.max_jobs,
-                        version=record.version,
-                    )
+                    return replace(await real(), peer_id=honest.peer_id)
 
                 service.status_record = claims_to_be_honest  # type: ignore[method-assign]
 

@@ -17,6 +17,7 @@ import pytest
 from fabstir_sidecar import (
     ConfigError,
     DaemonStartError,
+    DiscoveryManager,
     FabstirError,
     InvalidMultiaddrError,
     MessageTooLargeError,
@@ -130,9 +131,7 @@ async def test_send_message_to_full_multiaddr_dials_first(p2pd_path: str) -> Non
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as alice, make_node(p2pd_path) as bob:
             assert await bob.get_connected_peers() == []
-            inbox = Inbox()
-            alice.on_message(inbox)
-            target = (await alice.get_addrs())[0]
+            inbox, target = await _inbox_at(alice)
             await bob.send_message(target, {"hello": "by address"})
             assert await inbox.wait_for(1) == [(bob.peer_id, {"hello": "by address"})]
             assert alice.peer_id in await bob.get_connected_peers()
@@ -144,9 +143,7 @@ async def test_message_survives_the_sender_stopping_right_after(p2pd_path: str) 
     rounds = 10
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as receiver:
-            inbox = Inbox()
-            receiver.on_message(inbox)
-            target = (await receiver.get_addrs())[0]
+            inbox, target = await _inbox_at(receiver)
             senders = []
             for i in range(rounds):
                 async with make_node(p2pd_path) as sender:
@@ -164,9 +161,7 @@ async def test_message_survives_a_busy_receiver_when_the_sender_stops(p2pd_path:
     rounds = 3
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as receiver:
-            inbox = Inbox()
-            receiver.on_message(inbox)
-            target = (await receiver.get_addrs())[0]
+            inbox, target = await _inbox_at(receiver)
             receiver_pid = receiver._daemon.pid  # type: ignore[union-attr]
             assert receiver_pid is not None
 
@@ -274,9 +269,7 @@ async def test_too_large_message_fails_locally_before_dialing(p2pd_path: str) ->
     huge = {"data": "x" * (2 * 1024 * 1024)}
     with anyio.fail_after(TEST_DEADLINE):
         async with make_node(p2pd_path) as alice, make_node(p2pd_path) as bob:
-            inbox = Inbox()
-            alice.on_message(inbox)
-            target = (await alice.get_addrs())[0]
+            inbox, target = await _inbox_at(alice)
             # By peer id (alice is not even known to bob) and by full multiaddr: both are
             # refused before any dial, so bob stays unconnected.
             with pytest.raises(MessageTooLargeError) as info:
@@ -325,14 +318,9 @@ async def test_lifecycle_state_errors(p2pd_path: str) -> None:
     node = make_node(p2pd_path)
     assert node.state is NodeState.NEW
     assert not node.is_running()
-    with pytest.raises(NodeNotStartedError):
-        _ = node.peer_id
-    with pytest.raises(NodeNotStartedError):
-        await node.get_addrs()
-    with pytest.raises(NodeNotStartedError):
-        await node.get_connected_peers()
-    with pytest.raises(NodeNotStartedError):
-        await node.send_message("12D3KooWHsHHcDmBi73RNPUqSZikF87QD8ZhAoHeuSq8YmRzXn5g", {})
+    await _assert_refused(
+        node, NodeNotStartedError, "12D3KooWHsHHcDmBi73RNPUqSZikF87QD8ZhAoHeuSq8YmRzXn5g", {}
+    )
     with pytest.raises(NodeNotStartedError):
         await node.connect_to_peer("/ip4/127.0.0.1/tcp/1/p2p/" + "12D3KooW" + "x" * 44)
     with pytest.raises(NodeNotStartedError):
@@ -352,19 +340,33 @@ async def test_lifecycle_state_errors(p2pd_path: str) -> None:
     assert node.state is NodeState.CLOSED
     assert not node.is_running()
     await node.stop()  # idempotent
-    with pytest.raises(NodeClosedError):
-        _ = node.peer_id
-    with pytest.raises(NodeClosedError):
-        await node.get_addrs()
-    with pytest.raises(NodeClosedError):
-        await node.get_connected_peers()
-    with pytest.raises(NodeClosedError):
-        await node.send_message(peer_id, {"x": 1})
+    await _assert_refused(node, NodeClosedError, peer_id, {"x": 1})
     with pytest.raises(NodeClosedError):
         await node.create_node()
     with pytest.raises(NodeClosedError):
         async with node:
             pass
+
+
+async def _inbox_at(node: DiscoveryManager) -> tuple[Inbox, str]:
+    """A new inbox for ``node``'s messages, and the address to send them to."""
+    inbox = Inbox()
+    node.on_message(inbox)
+    return inbox, (await node.get_addrs())[0]
+
+
+async def _assert_refused(
+    node: DiscoveryManager, error: type[FabstirError], peer: str, message: Any
+) -> None:
+    """A node that is not running refuses its peer id and these calls with ``error``."""
+    with pytest.raises(error):
+        _ = node.peer_id
+    with pytest.raises(error):
+        await node.get_addrs()
+    with pytest.raises(error):
+        await node.get_connected_peers()
+    with pytest.raises(error):
+        await node.send_message(peer, message)
 
 
 async def _noop_stream_handler(stream: Any) -> None:

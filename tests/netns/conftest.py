@@ -15,10 +15,8 @@ deletes the namespaces, first killing (and reporting) any process still inside t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -32,20 +30,11 @@ from typing import Any
 
 import pytest
 
+from tests.netns.nat_lab import ip as _ip
+from tests.netns.nat_lab import netns_pids, remove_namespaces
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
-
-
-def netns_pids(ns: str) -> list[int]:
-    out = _ip("netns", "pids", ns, check=False).stdout
-    return [int(p) for p in out.split()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,21 +87,7 @@ def lan() -> Iterator[Lan]:
             _ip("-n", host.ns, "link", "set", "eth0", "up")
         yield Lan(bridge_ns, hosts)
     finally:
-        leftovers: dict[str, list[int]] = {}
-        for ns in created:
-            pids = netns_pids(ns)
-            if pids:
-                leftovers[ns] = pids
-                for pid in pids:  # only ever our own processes: the namespace is ours
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2 if leftovers else 0)
-        for ns in reversed(created):
-            _ip("netns", "del", ns, check=False)
-        listed = {line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line}
-        remaining = [ns for ns in created if ns in listed]
-        assert not remaining, f"namespaces not deleted: {remaining}"
-        assert not leftovers, f"processes were left in the test namespaces: {leftovers}"
+        remove_namespaces(created, "the test namespaces")
 
 
 class Proc:

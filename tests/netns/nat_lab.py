@@ -35,6 +35,9 @@ from pathlib import Path
 
 import anyio
 
+from fabstir_sidecar.node.manager import DiscoveryManager
+from fabstir_sidecar.node.reachability import Reachability, reachability_of
+
 PREFIX = "fabnat"
 
 
@@ -56,6 +59,25 @@ def netns_pids(ns: str) -> list[int]:
 
 def listed_namespaces() -> set[str]:
     return {line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()}
+
+
+def remove_namespaces(created: list[str], what: str) -> None:
+    """Kill whatever is left in ``created`` (our own namespaces, so only our processes),
+    delete them, and assert both that they are gone and that nothing had been left."""
+    leftovers: dict[str, list[int]] = {}
+    for ns in created:
+        pids = netns_pids(ns)
+        if pids:
+            leftovers[ns] = pids
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2 if leftovers else 0)
+    for ns in reversed(created):
+        ip("netns", "del", ns, check=False)
+    remaining = [ns for ns in created if ns in listed_namespaces()]
+    assert not remaining, f"namespaces not deleted: {remaining}"
+    assert not leftovers, f"processes were left in {what}: {leftovers}"
 
 
 def can_make_namespaces() -> str | None:
@@ -176,20 +198,7 @@ def nat_lab(
             lab.wrappers[role] = wrapper
         yield lab
     finally:
-        leftovers: dict[str, list[int]] = {}
-        for ns in created:
-            pids = netns_pids(ns)
-            if pids:
-                leftovers[ns] = pids
-                for pid in pids:  # only ever our own processes: the namespace is ours
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2 if leftovers else 0)
-        for ns in reversed(created):
-            ip("netns", "del", ns, check=False)
-        remaining = [ns for ns in created if ns in listed_namespaces()]
-        assert not remaining, f"namespaces not deleted: {remaining}"
-        assert not leftovers, f"processes were left in the lab's namespaces: {leftovers}"
+        remove_namespaces(created, "the lab's namespaces")
 
 
 def metrics_fetcher(lab: NatLab, role: str) -> Callable[[str], Awaitable[str]]:
@@ -206,6 +215,22 @@ def metrics_fetcher(lab: NatLab, role: str) -> Callable[[str], Awaitable[str]]:
         return result.stdout.decode()
 
     return fetch
+
+
+async def reachability_when(
+    lab: NatLab,
+    role: str,
+    node_: DiscoveryManager,
+    done: Callable[[Reachability], bool],
+    poll: float = 0.1,
+) -> Reachability:
+    """``role``'s reachability report, polled every ``poll`` s until ``done`` holds."""
+    fetch = metrics_fetcher(lab, role)
+    found = await reachability_of(node_, fetch=fetch)
+    while not done(found):
+        await anyio.sleep(poll)
+        found = await reachability_of(node_, fetch=fetch)
+    return found
 
 
 _UPNP_NFT = """\

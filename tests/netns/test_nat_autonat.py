@@ -13,9 +13,9 @@ import anyio
 import pytest
 
 from fabstir_sidecar.node.manager import DiscoveryManager
-from fabstir_sidecar.node.reachability import Reachability, reachability_of
-from tests.netns.nat_lab import NatLab, can_make_namespaces, metrics_fetcher, nat_lab
-from tests.netns.test_nat_relay import assert_no_p2pd_left, node
+from fabstir_sidecar.node.reachability import Reachability
+from tests.netns.nat_lab import NatLab, reachability_when
+from tests.netns.nat_nodes import autonat_servers, checked_lab, node
 
 pytestmark = [pytest.mark.netns, pytest.mark.anyio]
 
@@ -24,49 +24,37 @@ AUTONAT_DEADLINE = 45.0  # measured: 10-16 s to a verdict
 
 @pytest.fixture
 def lab(tmp_path: Path, p2pd_path: str) -> Iterator[NatLab]:
-    why = can_make_namespaces()
-    if why:
-        pytest.skip(why)
-    with nat_lab(tmp_path, p2pd_path, public=True, observers=1) as built:
+    with checked_lab(tmp_path, p2pd_path, public=True, observers=1) as built:
         yield built
-        assert_no_p2pd_left(built)
 
 
 async def verdict(lab: NatLab, role: str, node_: DiscoveryManager) -> tuple[Reachability, float]:
-    fetch = metrics_fetcher(lab, role)
     started = time.monotonic()
-    found = await reachability_of(node_, fetch=fetch)
-    while found.status == "unknown":
-        await anyio.sleep(0.5)
-        found = await reachability_of(node_, fetch=fetch)
+    found = await reachability_when(lab, role, node_, lambda f: f.status != "unknown", 0.5)
     return found, time.monotonic() - started
 
 
 async def test_autonat_private_behind_nat_public_outside(lab: NatLab) -> None:
     with anyio.fail_after(AUTONAT_DEADLINE + 20):
         async with (
-            node(lab, "r", "bootstrap", enable_autonat=True) as boot,
-            node(lab, "o1", "bootstrap", enable_autonat=True) as other,
+            autonat_servers(lab) as boots,
+            node(lab, "h1", "host", bootstrap=boots, metrics_addr="127.0.0.1:9100") as h,
+            node(lab, "c", "client", bootstrap=boots, metrics_addr="127.0.0.1:9100") as c,
         ):
-            boots = ((await boot.get_addrs())[0], (await other.get_addrs())[0])
-            async with (
-                node(lab, "h1", "host", bootstrap=boots, metrics_addr="127.0.0.1:9100") as h,
-                node(lab, "c", "client", bootstrap=boots, metrics_addr="127.0.0.1:9100") as c,
-            ):
-                results: dict[str, tuple[Reachability, float]] = {}
+            results: dict[str, tuple[Reachability, float]] = {}
 
-                async def judge(role: str, n: DiscoveryManager) -> None:
-                    results[role] = await verdict(lab, role, n)
+            async def judge(role: str, n: DiscoveryManager) -> None:
+                results[role] = await verdict(lab, role, n)
 
-                with anyio.fail_after(AUTONAT_DEADLINE):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(judge, "h1", h)
-                        tg.start_soon(judge, "c", c)
-                (h_found, h_s), (c_found, c_s) = results["h1"], results["c"]
-                print(
-                    f"AutoNAT verdicts: host {h_found.status} {h_s:.1f}s, "
-                    f"client {c_found.status} {c_s:.1f}s"
-                )
-                assert (h_found.status, h_found.source) == ("private", "autonat")
-                assert (c_found.status, c_found.source) == ("public", "autonat")
-                assert any("relay_client" in note for note in h_found.notes)
+            with anyio.fail_after(AUTONAT_DEADLINE):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(judge, "h1", h)
+                    tg.start_soon(judge, "c", c)
+            (h_found, h_s), (c_found, c_s) = results["h1"], results["c"]
+            print(
+                f"AutoNAT verdicts: host {h_found.status} {h_s:.1f}s, "
+                f"client {c_found.status} {c_s:.1f}s"
+            )
+            assert (h_found.status, h_found.source) == ("private", "autonat")
+            assert (c_found.status, c_found.source) == ("public", "autonat")
+            assert any("relay_client" in note for note in h_found.notes)

@@ -16,12 +16,10 @@ import pytest
 
 from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.circuit import is_circuit
-from fabstir_sidecar.host.backends.echo import EchoBackend
-from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.node.reachability import reachability_of
-from tests.netns.nat_lab import NatLab, can_make_namespaces, metrics_fetcher, nat_lab
-from tests.netns.test_nat_relay import MODEL, assert_no_p2pd_left, node
+from tests.netns.nat_lab import NatLab, metrics_fetcher
+from tests.netns.nat_nodes import MODEL, checked_lab, host_node, node, peers_of
 
 pytestmark = [pytest.mark.netns, pytest.mark.anyio]
 
@@ -30,12 +28,8 @@ PUBLIC = ("r", "c", "o1", "o2", "o3")
 
 @pytest.fixture
 def lab(tmp_path: Path, p2pd_path: str) -> Iterator[NatLab]:
-    why = can_make_namespaces()
-    if why:
-        pytest.skip(why)
-    with nat_lab(tmp_path, p2pd_path, public=True, natted=2, observers=3) as built:
+    with checked_lab(tmp_path, p2pd_path, public=True, natted=2, observers=3) as built:
         yield built
-        assert_no_p2pd_left(built)
 
 
 def listen_both(lab: NatLab, role: str) -> tuple[str, ...]:
@@ -43,7 +37,7 @@ def listen_both(lab: NatLab, role: str) -> tuple[str, ...]:
 
 
 async def direct_addrs(node_: DiscoveryManager, peer: str) -> list[str]:
-    peers = {str(p.peer_id): p.addrs for p in await node_.control.list_peers()}
+    peers = await peers_of(node_)
     return [a for a in peers.get(peer, ()) if not is_circuit(a)]
 
 
@@ -58,10 +52,9 @@ async def test_hole_punch_upgrades_relayed_connection_and_job_runs_direct(lab: N
             ]
             boots = tuple([(await p.get_addrs())[0] for p in publics])
             relay = boots[0]
-            host = node(
+            host, _ = host_node(
                 lab,
                 "h1",
-                "host",
                 bootstrap=boots,
                 relays=(relay,),
                 relay_client=True,
@@ -69,8 +62,6 @@ async def test_hole_punch_upgrades_relayed_connection_and_job_runs_direct(lab: N
                 force_reachability="private",
                 listen=listen_both(lab, "h1"),
             )
-            service = HostService(host, HostConfig(models=(MODEL,)), EchoBackend())
-            host.on_start(service.start)
             await stack.enter_async_context(host)
             client_node = await stack.enter_async_context(
                 node(

@@ -14,74 +14,56 @@ import pytest
 
 from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.circuit import is_circuit
-from fabstir_sidecar.host.backends.echo import EchoBackend
-from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.node.reachability import reachability_of
-from tests.netns.nat_lab import NatLab, can_make_namespaces, metrics_fetcher, miniupnpd, nat_lab
-from tests.netns.test_nat_relay import MODEL, assert_no_p2pd_left, node
+from tests.netns.nat_lab import NatLab, metrics_fetcher, miniupnpd, reachability_when
+from tests.netns.nat_nodes import MODEL, autonat_servers, checked_lab, host_node, node, peers_of
 
 pytestmark = [pytest.mark.netns, pytest.mark.anyio]
 
 
 @pytest.fixture
 def lab(tmp_path: Path, p2pd_path: str) -> Iterator[NatLab]:
-    why = can_make_namespaces()
-    if why:
-        pytest.skip(why)
     if shutil.which("miniupnpd") is None:
         pytest.skip("needs miniupnpd (Debian package miniupnpd-nftables)")
-    with nat_lab(tmp_path, p2pd_path, public=True, observers=1) as built:
-        with miniupnpd(built, tmp_path):
-            yield built
-        assert_no_p2pd_left(built)
+    with (
+        checked_lab(tmp_path, p2pd_path, public=True, observers=1) as built,
+        miniupnpd(built, tmp_path),
+    ):
+        yield built
 
 
 async def test_port_mapping_gives_a_direct_connection(lab: NatLab) -> None:
     wan = lab.addr["gw1"]
     with anyio.fail_after(60):
         # two AutoNAT servers, as in test (b)
-        async with (
-            node(lab, "r", "bootstrap", enable_autonat=True) as boot,
-            node(lab, "o1", "bootstrap", enable_autonat=True) as other,
-        ):
-            boot_addr = (await boot.get_addrs())[0]
-            boots = (boot_addr, (await other.get_addrs())[0])
-            host = node(lab, "h1", "host", bootstrap=boots, enable_nat_portmap=True)
-            service = HostService(host, HostConfig(models=(MODEL,)), EchoBackend())
-            host.on_start(service.start)
+        async with autonat_servers(lab) as boots:
+            boot_addr = boots[0]
+            host, _ = host_node(lab, "h1", bootstrap=boots, enable_nat_portmap=True)
             async with host:
                 started = time.monotonic()
-                fetch = metrics_fetcher(lab, "h1")
-                found = await reachability_of(host, fetch=fetch)
-                while not any(f"/ip4/{wan}/" in a for a in found.mapped_addrs):
-                    await anyio.sleep(0.2)
-                    found = await reachability_of(host, fetch=fetch)
+                found = await reachability_when(
+                    lab, "h1", host, lambda f: any(f"/ip4/{wan}/" in a for a in f.mapped_addrs), 0.2
+                )
                 mapped_s = time.monotonic() - started
                 mapped = next(a for a in found.mapped_addrs if f"/ip4/{wan}/tcp/" in a)
                 async with node(lab, "c", "client", bootstrap=(boot_addr,)) as client_node:
                     client = FabstirClient(client_node, retry=RetryConfig.none())
                     result = await client.run_job(f"{mapped}/p2p/{host.peer_id}", MODEL, "mapped")
                     assert result.content == "echo: mapped"
-                    peers = {
-                        str(p.peer_id): p.addrs for p in await client_node.control.list_peers()
-                    }
+                    peers = await peers_of(client_node)
                     used = peers[str(host.peer_id)]
                     assert used and not any(is_circuit(a) for a in used), used
                     assert any(f"/ip4/{wan}/" in a for a in used), used
                 # AutoNAT's verdict is reported, not asserted: both AutoNAT servers answer
                 # E_DIAL_ERROR although the mapping works (docs/nat.md, "AutoNAT").
-                found = await reachability_of(host, fetch=fetch)
+                found = await reachability_of(host, fetch=metrics_fetcher(lab, "h1"))
                 print(f"mapped {mapped} after {mapped_s:.1f}s; AutoNAT says {found.status}")
 
 
 @pytest.fixture
 def plain_lab(tmp_path: Path, p2pd_path: str) -> Iterator[NatLab]:
-    why = can_make_namespaces()
-    if why:
-        pytest.skip(why)
-    with nat_lab(tmp_path, p2pd_path, public=True, observers=1) as built:
+    with checked_lab(tmp_path, p2pd_path, public=True, observers=1) as built:
         yield built
-        assert_no_p2pd_left(built)
 
 
 async def test_forwarded_port_is_public_by_autonat(plain_lab: NatLab) -> None:
@@ -99,21 +81,13 @@ async def test_forwarded_port_is_public_by_autonat(plain_lab: NatLab) -> None:
     )
     wan = lab.addr["gw1"]
     with anyio.fail_after(60):
-        async with (
-            node(lab, "r", "bootstrap", enable_autonat=True) as boot,
-            node(lab, "o1", "bootstrap", enable_autonat=True) as other,
-        ):
-            boots = ((await boot.get_addrs())[0], (await other.get_addrs())[0])
-            host = node(lab, "h1", "host", bootstrap=boots, metrics_addr="127.0.0.1:9100")
-            service = HostService(host, HostConfig(models=(MODEL,)), EchoBackend())
-            host.on_start(service.start)
+        async with autonat_servers(lab) as boots:
+            host, _ = host_node(lab, "h1", bootstrap=boots, metrics_addr="127.0.0.1:9100")
             async with host:
                 started = time.monotonic()
-                fetch = metrics_fetcher(lab, "h1")
-                found = await reachability_of(host, fetch=fetch)
-                while found.status != "public":
-                    await anyio.sleep(0.2)
-                    found = await reachability_of(host, fetch=fetch)
+                found = await reachability_when(
+                    lab, "h1", host, lambda f: f.status == "public", 0.2
+                )
                 print(f"AutoNAT public after {time.monotonic() - started:.1f}s")
                 assert found.source == "autonat"
                 async with node(lab, "c", "client", bootstrap=boots) as client_node:

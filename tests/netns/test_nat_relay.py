@@ -14,51 +14,21 @@ import pytest
 from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.circuit import is_circuit
 from fabstir_sidecar.discovery.matching import HostCriteria
-from fabstir_sidecar.host.backends.echo import EchoBackend
-from fabstir_sidecar.host.service import HostConfig, HostService
-from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.node.reachability import reachability_of
-from fabstir_sidecar.tools.roles import role_config
-from tests.netns.nat_lab import NatLab, can_make_namespaces, metrics_fetcher, nat_lab
+from tests.netns.nat_lab import NatLab, metrics_fetcher, reachability_when
+from tests.netns.nat_nodes import MODEL, checked_lab, host_node, node, peers_of
 
 pytestmark = [pytest.mark.netns, pytest.mark.anyio]
 
-MODEL = "llama-3.2-1b-instruct"
+# the host behind the NAT (10/8: AutoNAT never concludes), a relay client
+BEHIND_NAT: dict[str, Any] = {"relay_client": True, "force_reachability": "private"}
 
 
 @pytest.fixture
 def lab10(tmp_path: Path, p2pd_path: str) -> Iterator[NatLab]:
     """10/8 "public" segment: go-libp2p sees only private addresses there."""
-    why = can_make_namespaces()
-    if why:
-        pytest.skip(why)
-    with nat_lab(tmp_path, p2pd_path, public=False) as lab:
+    with checked_lab(tmp_path, p2pd_path, public=False) as lab:
         yield lab
-        assert_no_p2pd_left(lab)
-
-
-def assert_no_p2pd_left(lab: NatLab, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while lab.pids() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not lab.pids(), f"processes left in the lab: {lab.pids()}"
-
-
-def node(
-    lab: NatLab, role: str, preset: str, *, listen: tuple[str, ...] = (), **options: Any
-) -> DiscoveryManager:
-    """A node of ``preset`` whose p2pd runs in ``role``'s namespace (the environment ignored)."""
-    return DiscoveryManager(
-        role_config(
-            preset,  # type: ignore[arg-type]
-            env={},
-            p2pd_path=lab.p2pd(role),
-            listen=listen or (lab.listen(role),),
-            enable_mdns=False,
-            connection_timeout=10.0,
-            **options,
-        )
-    )
 
 
 async def test_natted_host_found_via_bootstrap_and_job_streams_over_circuit(
@@ -68,23 +38,10 @@ async def test_natted_host_found_via_bootstrap_and_job_streams_over_circuit(
     with anyio.fail_after(60):
         async with node(lab, "r", "bootstrap") as boot:
             boot_addr = (await boot.get_addrs())[0]
-            host = node(
-                lab,
-                "h1",
-                "host",
-                bootstrap=(boot_addr,),
-                relay_client=True,
-                force_reachability="private",  # 10/8: AutoNAT never concludes
-            )
-            service = HostService(host, HostConfig(models=(MODEL,)), EchoBackend())
-            host.on_start(service.start)
+            host, service = host_node(lab, "h1", bootstrap=(boot_addr,), **BEHIND_NAT)
             async with host:
                 started = time.monotonic()
-                fetch = metrics_fetcher(lab, "h1")
-                found = await reachability_of(host, fetch=fetch)
-                while found.reservations == 0:
-                    await anyio.sleep(0.1)
-                    found = await reachability_of(host, fetch=fetch)
+                found = await reachability_when(lab, "h1", host, lambda f: f.reservations > 0)
                 reserved_s = time.monotonic() - started
                 assert (found.status, found.source) == ("private", "forced")
                 assert found.relayed_addrs == (f"{boot_addr}/p2p-circuit/p2p/{host.peer_id}",)
@@ -99,9 +56,7 @@ async def test_natted_host_found_via_bootstrap_and_job_streams_over_circuit(
                     match = await client_node.find_host(HostCriteria(required_models=(MODEL,)))
                     assert match.host.peer_id == host.peer_id
                     found_s = time.monotonic() - started
-                    peers = {
-                        str(p.peer_id): p.addrs for p in await client_node.control.list_peers()
-                    }
+                    peers = await peers_of(client_node)
                     assert all(is_circuit(a) for a in peers[str(host.peer_id)]), peers
 
                     client = FabstirClient(client_node, retry=RetryConfig.none())
@@ -120,14 +75,7 @@ async def test_relay_service_off_is_ignored_by_this_p2pd(lab10: NatLab) -> None:
     with anyio.fail_after(30):
         async with node(lab, "r", "bootstrap", relay_service=False) as boot:
             boot_addr = (await boot.get_addrs())[0]
-            async with node(
-                lab,
-                "h1",
-                "host",
-                bootstrap=(boot_addr,),
-                relay_client=True,
-                force_reachability="private",
-            ) as host:
+            async with node(lab, "h1", "host", bootstrap=(boot_addr,), **BEHIND_NAT) as host:
                 fetch = metrics_fetcher(lab, "h1")
                 found = await reachability_of(host, fetch=fetch)
                 with anyio.move_on_after(5):

@@ -14,10 +14,10 @@ from fabstir_sidecar.client import FabstirClient, RetryConfig
 from fabstir_sidecar.core.circuit import is_circuit
 from fabstir_sidecar.core.errors import FabstirError
 from fabstir_sidecar.host.backends.echo import EchoBackend
-from fabstir_sidecar.host.service import HostConfig, HostService
 from fabstir_sidecar.wire.messages import JobRequest
 from tests.netns.nat_lab import NatLab
-from tests.netns.test_nat_relay import MODEL, lab10, node
+from tests.netns.nat_nodes import MODEL, host_node, node, peers_of
+from tests.netns.test_nat_relay import BEHIND_NAT, lab10
 
 pytestmark = [pytest.mark.netns, pytest.mark.anyio]
 __all__ = ["lab10"]  # the fixture, re-exported for pytest
@@ -39,16 +39,7 @@ async def test_job_larger_than_the_relay_limit_fails_typed_or_completes(lab10: N
     with anyio.fail_after(90):
         async with node(lab, "r", "bootstrap") as boot:
             boot_addr = (await boot.get_addrs())[0]
-            host = node(
-                lab,
-                "h1",
-                "host",
-                bootstrap=(boot_addr,),
-                relay_client=True,
-                force_reachability="private",
-            )
-            service = HostService(host, HostConfig(models=(MODEL,)), BigEcho())
-            host.on_start(service.start)
+            host, _ = host_node(lab, "h1", BigEcho(), bootstrap=(boot_addr,), **BEHIND_NAT)
             async with host:
                 circuit = f"{boot_addr}/p2p-circuit/p2p/{host.peer_id}"
                 async with node(lab, "c", "client", bootstrap=(boot_addr,)) as client_node:
@@ -56,9 +47,7 @@ async def test_job_larger_than_the_relay_limit_fails_typed_or_completes(lab10: N
                     client = FabstirClient(client_node, retry=RetryConfig.none(), job_timeout=30.0)
                     small = await client.run_job(circuit, MODEL, "10")
                     assert small.tokens_used == 11
-                    peers = {
-                        str(p.peer_id): p.addrs for p in await client_node.control.list_peers()
-                    }
+                    peers = await peers_of(client_node)
                     assert all(is_circuit(a) for a in peers[str(host.peer_id)])
 
                     started = time.monotonic()

@@ -186,16 +186,14 @@ def test_metrics_addr_only_when_a_nat_feature_is_on() -> None:
 
 
 def test_cli_flags_become_config_and_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fabstir_sidecar.cli.common import nat_options, node_config
+    from fabstir_sidecar.cli.common import node_config
 
     monkeypatch.setenv("P2P_FORCE_REACHABILITY", "public")
     monkeypatch.setenv("P2P_ENABLE_NAT_PORTMAP", "true")
     cfg = node_config(
-        "host",
-        bootstrap=[R1],
-        **nat_options(relay_client=True, relay=[R2], force_reachability="private"),
+        "host", bootstrap=[R1], relay_client=True, relay=[R2], force_reachability="private"
     )
     assert cfg.relay_client and cfg.relays == (R2,)
     assert cfg.force_reachability == "private"  # flag beats env
     assert cfg.enable_nat_portmap  # env applies where no flag is given
-    assert node_config("bootstrap", **nat_options(relay_service=False)).relay_service is False
+    assert node_config("bootstrap", relay_service=False).relay_service is False

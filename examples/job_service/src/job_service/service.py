@@ -7,7 +7,7 @@ during the job is skipped and the next one is tried.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from fabstir_sidecar import (
     DiscoveryManager,
@@ -38,20 +38,20 @@ class NoHostAvailableError(Exception):
         return f"no host could run a {self.model!r} job ({tried or 'none matched'})"
 
 
+@dataclass
 class JobService:
-    def __init__(
-        self,
-        node: DiscoveryManager,
-        *,
-        min_reputation: int | None = None,
-        location: str | None = None,
-        job_timeout: float = 30.0,
-    ) -> None:
-        self.node = node
-        self.min_reputation = min_reputation
-        self.location = location
+    node: DiscoveryManager
+    _: KW_ONLY
+    min_reputation: int | None = None
+    location: str | None = None
+    job_timeout: float = 30.0
+    client: FabstirClient = field(init=False)
+
+    def __post_init__(self) -> None:
         # Failover is ours: one attempt per host, then the next host.
-        self.client = FabstirClient(node, retry=RetryConfig.none(), job_timeout=job_timeout)
+        self.client = FabstirClient(
+            self.node, retry=RetryConfig.none(), job_timeout=self.job_timeout
+        )
 
     async def candidates(self, model: str) -> list[HostStatus]:
         criteria = HostCriteria(
