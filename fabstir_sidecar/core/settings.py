@@ -146,6 +146,7 @@ def _validate(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, 
     out["enable_dht"] = check_bool(values["enable_dht"], n("enable_dht"))
     out["enable_mdns"] = check_bool(values["enable_mdns"], n("enable_mdns"))
     out["restart_daemon"] = check_bool(values["restart_daemon"], n("restart_daemon"))
+    out["dial_guard"] = check_bool(values["dial_guard"], n("dial_guard"))
     check_choice(values["dht_mode"], DHT_MODES, n("dht_mode"))
 
     out["max_connections"] = check_int(
@@ -265,6 +266,11 @@ class NodeConfig:
     written the bytes, but a busy receiver whose daemon has not yet accepted the stream loses
     it when the connection closes. Lingering gives it that time (0: no linger)."""
     restart_daemon: bool = True
+    dial_guard: bool = True
+    """Probe a peer's TCP addresses before p2pd dials it, so a peer that is down leaves no
+    dial backoff (daemon/dialguard.py). Used only with a p2pd process of our own: a daemon
+    in another network namespace (a container, an attached daemon, a lab) may reach what
+    this process cannot."""
     data_dir: Path | None = None
     """Where the node keeps state (the peer cache). None: nothing is written to disk."""
     mdns_interval: float = 10.0

@@ -95,7 +95,11 @@ class ConnectionUpkeep:
         down does not leave p2pd in dial backoff (daemon/dialguard.py). Returns its peer ID."""
         addr, peer_id = split_peer_multiaddr(multiaddr, name="multiaddr")
         timeout = self._config.connection_timeout
-        await connect_guarded(self._control(), peer_id, [addr], timeout=timeout)
+        cfg = self._config
+        if cfg.dial_guard and cfg.daemon == "process" and cfg.control_addr is None:
+            await connect_guarded(self._control(), peer_id, [addr], timeout=timeout)
+        else:  # p2pd may live in another network namespace: only it can tell
+            await self._control().connect(peer_id, [addr], timeout=timeout)
         self.remember(peer_id, addr)
         return peer_id
 

@@ -35,10 +35,6 @@ from fabstir_sidecar.testing.spec import HostSpec
 
 log = logging.getLogger(__name__)
 
-SESSION_NODE_OPTIONS: dict[str, Any] = {}
-"""NodeConfig fields every test node of this process gets (the plugin's session options,
-e.g. ``--fabstir-daemon docker``), below a network's and a node's own options."""
-
 Role = Literal["bootstrap", "host", "client"]
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 
@@ -156,7 +152,6 @@ class NetworkNode:
             "message_linger": 0.0,
             "restart_daemon": self.spec.restart_daemon if self.spec else False,
         }
-        values.update(SESSION_NODE_OPTIONS)
         values.update(self._network_options)
         if self.spec is not None:
             values.update(self.spec.node_options)

@@ -23,12 +23,11 @@ from typing import Any
 import pytest
 
 from fabstir_sidecar.core.errors import DaemonNotFoundError
-from fabstir_sidecar.core.settings import DEFAULT_DAEMON_IMAGE
 from fabstir_sidecar.daemon.binary import find_p2pd
 from fabstir_sidecar.node.manager import DiscoveryManager
 from fabstir_sidecar.testing import leaks
 from fabstir_sidecar.testing.logcapture import LogCollector
-from fabstir_sidecar.testing.netnode import SESSION_NODE_OPTIONS, NetworkNode, process_gone
+from fabstir_sidecar.testing.netnode import NetworkNode, process_gone
 from fabstir_sidecar.testing.network import NetworkFactory
 from fabstir_sidecar.testing.spec import HostSpec
 from fabstir_sidecar.testing.sync import SyncNetwork, network_sync
@@ -73,24 +72,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def docker_unavailable_reason(image: str = DEFAULT_DAEMON_IMAGE) -> str | None:
-    """Why ``--fabstir-daemon docker`` cannot be used here (None: it can): the Docker SDK
-    (``pip install 'fabstir-sidecar[docker]'``), a reachable engine and the p2pd image."""
-    try:
-        import docker
-    except ImportError:
-        return "the Docker SDK is missing: pip install 'fabstir-sidecar[docker]'"
-    try:
-        client = docker.from_env()
-        try:
-            client.images.get(image)
-        finally:
-            client.close()
-    except docker.errors.ImageNotFound:
-        return f"image {image} is missing: build it with python3 daemon/build_images.py"
-    except docker.errors.DockerException as exc:
-        return f"no Docker engine reachable ({exc})"
-    return None
+def docker_unavailable_reason() -> str | None:
+    """Why ``--fabstir-daemon docker`` cannot be used (None once it can)."""
+    # The container launcher exists (daemon/container.py, P2P_DAEMON=docker), but test
+    # networks listen on loopback, which p2pd containers on separate bridge networks cannot
+    # reach; refused clearly rather than running processes silently.
+    return (
+        "test networks listen on loopback, which p2pd containers cannot reach each other on; "
+        "use --fabstir-daemon process (the default)"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -102,9 +92,6 @@ def pytest_configure(config: pytest.Config) -> None:
         reason = docker_unavailable_reason()
         if reason is not None:
             raise pytest.UsageError(f"--fabstir-daemon docker: {reason}")
-        # Every test node's p2pd is then a container (daemon/container.py); faults still work:
-        # daemon_pid is the containerised p2pd's pid on this machine.
-        SESSION_NODE_OPTIONS["daemon"] = "docker"
     explicit = config.getoption("fabstir_p2pd")
     if explicit is not None and not os.access(Path(explicit).expanduser(), os.X_OK):
         raise pytest.UsageError(f"--fabstir-p2pd {explicit}: not an executable file")

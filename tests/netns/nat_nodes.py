@@ -49,6 +49,7 @@ def node(
             listen=listen or (lab.listen(role),),
             enable_mdns=False,
             connection_timeout=10.0,
+            dial_guard=False,  # p2pd runs in a namespace this process cannot reach into
             **options,
         )
     )
