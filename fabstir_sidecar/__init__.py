@@ -5,7 +5,7 @@ The public API is re-exported here; everything else is an implementation detail.
 
 from fabstir_sidecar._version import __version__
 from fabstir_sidecar.backend import Backend, Completion, StreamEnd, TokenStream
-from fabstir_sidecar.client import FabstirClient, JobStream, RetryConfig
+from fabstir_sidecar.client import FabstirClient, JobOptions, JobStream, RetryConfig
 from fabstir_sidecar.core.admission import AdmissionCounters
 from fabstir_sidecar.core.errors import (
     BackendError,
@@ -118,6 +118,7 @@ __all__ = [
     "InvalidMultiaddrError",
     "InvalidPeerIdError",
     "JobEvent",
+    "JobOptions",
     "JobOutcomeUnknownError",
     "JobRejectedError",
     "JobRequest",

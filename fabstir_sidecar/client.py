@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, TypedDict, TypeVar, Unpack
 
 import anyio
 from tenacity import (
@@ -109,6 +109,15 @@ class RetryConfig:
     @classmethod
     def none(cls) -> RetryConfig:
         return cls(attempts=1, busy_attempts=1)
+
+
+class JobOptions(TypedDict, total=False):
+    """The optional fields of a job (docs/protocol.md §6.1)."""
+
+    max_tokens: int | None
+    temperature: float | None
+    job_id: str | None  # generated when absent (1-128 characters)
+    messages: Sequence[ChatMessage] | None  # the chat the prompt was rendered from
 
 
 class FabstirClient:
@@ -231,39 +240,23 @@ class FabstirClient:
         return await self._retrying(f"discovery from {peer}", once)
 
     @staticmethod
-    def _job(
-        model: str,
-        prompt: str,
-        max_tokens: int | None,
-        temperature: float | None,
-        stream: bool,
-        job_id: str | None,
-        messages: Sequence[ChatMessage] | None,
-    ) -> JobRequest:
+    def _job(model: str, prompt: str, stream: bool, options: JobOptions) -> JobRequest:
+        messages = options.get("messages")
         return JobRequest(
-            job_id=job_id or uuid.uuid4().hex,
+            job_id=options.get("job_id") or uuid.uuid4().hex,
             model=model,
             prompt=prompt,
-            max_tokens=max_tokens,
-            temperature=temperature,
+            max_tokens=options.get("max_tokens"),
+            temperature=options.get("temperature"),
             stream=stream,
             messages=None if messages is None else tuple(messages),
         )
 
     async def run_job(
-        self,
-        peer: str,
-        model: str,
-        prompt: str,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        job_id: str | None = None,
-        messages: Sequence[ChatMessage] | None = None,
+        self, peer: str, model: str, prompt: str, **options: Unpack[JobOptions]
     ) -> JobResult:
-        """One job, its whole result at once. ``messages``: the chat ``prompt`` was rendered
-        from (docs/protocol.md §6.1), for chat-capable backends."""
-        request = self._job(model, prompt, max_tokens, temperature, False, job_id, messages)
+        """One job, its whole result at once (``options``: see :class:`JobOptions`)."""
+        request = self._job(model, prompt, False, options)
 
         async def once() -> JobResult:
             peer_id = await self._resolve(peer)
@@ -283,18 +276,10 @@ class FabstirClient:
             self.stats.record(job_outcome(failure), time.perf_counter() - started)
 
     def stream_job(
-        self,
-        peer: str,
-        model: str,
-        prompt: str,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        job_id: str | None = None,
-        messages: Sequence[ChatMessage] | None = None,
+        self, peer: str, model: str, prompt: str, **options: Unpack[JobOptions]
     ) -> JobStream:
         """``async for token in client.stream_job(...)``; then ``.result`` holds the result."""
-        request = self._job(model, prompt, max_tokens, temperature, True, job_id, messages)
+        request = self._job(model, prompt, True, options)
         return JobStream(self, peer, request)
 
     async def infer(
