@@ -23,6 +23,7 @@ __all__ = [
     "parse_multiaddr",
     "split_peer_multiaddr",
     "strip_peer",
+    "tcp_endpoint",
     "tcp_host_port",
     "tcp_listen_port",
     "with_peer",
@@ -40,28 +41,34 @@ class PeerAddrs:
     addrs: tuple[str, ...] = ()
 
 
-def tcp_host_port(addr: str) -> tuple[str, int] | None:
-    """``("1.2.3.4", 5)`` for ``/ip4/1.2.3.4/tcp/5`` (or ``/ip6/...``); None for other shapes."""
+def tcp_endpoint(addr: str, *, exact: bool = False, names: bool = True) -> tuple[str, int] | None:
+    """``(host, port)`` of a TCP multiaddr: ``/ip4|ip6/H/tcp/P`` (and ``/dns*/H/tcp/P`` with
+    ``names``), with what is layered on TCP after it (``/ws``, ``/tls``; not a relay circuit),
+    or nothing after it when ``exact``. None for any other shape."""
     try:
-        parts = str(Multiaddr(addr)).split("/")
+        parts = str(Multiaddr(addr)).strip("/").split("/")
     except Exception:  # third-party boundary: any parse failure means "not this shape"
         return None
-    if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+    hosts = _HOST_PROTOCOLS if names else ("ip4", "ip6")
+    if len(parts) < 4 or parts[0] not in hosts or parts[2] != "tcp" or not parts[3].isdigit():
         return None
-    return parts[2], int(parts[4])
+    rest = parts[4:]
+    if (exact and rest) or any(part in ("udp", "p2p-circuit") for part in rest):
+        return None
+    return parts[1], int(parts[3])
+
+
+def tcp_host_port(addr: str) -> tuple[str, int] | None:
+    """``("1.2.3.4", 5)`` for exactly ``/ip4/1.2.3.4/tcp/5`` (or ``/ip6/...``), the shape of a
+    control or handler address; None for other shapes."""
+    return tcp_endpoint(addr, exact=True, names=False)
 
 
 def tcp_listen_port(addr: str) -> tuple[str, int] | None:
     """``(ip, port)`` of a TCP listen multiaddr with a fixed port (``/ip4/.../tcp/N`` and
     what is layered on TCP, such as ``/ws``); None for port 0, UDP and names."""
-    try:
-        parts = str(Multiaddr(addr)).split("/")
-    except Exception:  # third-party boundary: any parse failure means "not this shape"
-        return None
-    if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
-        return None
-    port = int(parts[4])
-    return (parts[2], port) if port else None
+    endpoint = tcp_endpoint(addr, names=False)
+    return endpoint if endpoint and endpoint[1] else None
 
 
 def strip_peer(addr: str) -> str:

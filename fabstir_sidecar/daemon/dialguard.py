@@ -20,30 +20,14 @@ import contextlib
 from collections.abc import Sequence
 
 import anyio
-from multiaddr import Multiaddr
 
 from fabstir_sidecar.core.errors import PeerUnreachableError
+from fabstir_sidecar.core.multiaddr import tcp_endpoint
 from fabstir_sidecar.daemon.control import DaemonControl
 
-__all__ = ["connect_guarded", "tcp_target"]
+__all__ = ["connect_guarded", "probe"]
 
 PROBE_TIMEOUT = 3.0
-_HOST_PROTOCOLS = ("ip4", "ip6", "dns", "dns4", "dns6")
-_NOT_TCP = ("udp", "p2p-circuit")
-
-
-def tcp_target(addr: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a TCP-based multiaddr (``/ip4/A/tcp/P``, ``/dns4/H/tcp/P/ws``...);
-    None for anything else."""
-    try:
-        parts = str(Multiaddr(addr)).strip("/").split("/")
-    except Exception:
-        return None
-    if len(parts) < 4 or parts[0] not in _HOST_PROTOCOLS or parts[2] != "tcp":
-        return None
-    if any(part in _NOT_TCP for part in parts[4:]) or not parts[3].isdigit():
-        return None
-    return parts[1], int(parts[3])
 
 
 async def _accepts(host: str, port: int, timeout: float) -> bool:
@@ -61,7 +45,7 @@ async def _accepts(host: str, port: int, timeout: float) -> bool:
 async def probe(addrs: Sequence[str], timeout: float) -> bool | None:
     """True if one of ``addrs`` accepts a TCP connection, False if none does, None if some
     address cannot be probed (then only p2pd can tell)."""
-    targets = [tcp_target(a) for a in addrs]
+    targets = [tcp_endpoint(a) for a in addrs]
     if not targets or any(t is None for t in targets):
         return None
     results: list[bool] = []

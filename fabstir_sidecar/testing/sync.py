@@ -26,6 +26,17 @@ from fabstir_sidecar.wire.messages import JobResult
 T = TypeVar("T")
 
 
+def _blocking(name: str) -> Callable[..., None]:
+    """A SyncNode method that runs the async ``NetworkNode.<name>`` through the portal."""
+
+    def call(self: SyncNode, *args: Any) -> None:
+        self._portal.call(getattr(self.node, name), *args)
+
+    call.__name__ = name
+    call.__doc__ = f"Blocking :meth:`NetworkNode.{name}`."
+    return call
+
+
 class SyncNode:
     """Blocking proxy of a :class:`NetworkNode` (same names, no ``await``)."""
 
@@ -44,26 +55,14 @@ class SyncNode:
     service = property(lambda self: self.node.service)  # read its stats; call nothing on it
     events = property(lambda self: list(self.node.events))
 
-    def kill(self) -> None:
-        self._portal.call(self.node.kill)
-
-    def terminate(self) -> None:
-        self._portal.call(self.node.terminate)
-
-    def pause(self) -> None:
-        self._portal.call(self.node.pause)
-
-    def resume(self) -> None:
-        self._portal.call(self.node.resume)
-
-    def stop(self) -> None:
-        self._portal.call(self.node.stop)
-
-    def restart(self) -> None:
-        self._portal.call(self.node.restart)
-
-    def wait_running(self, timeout: float = 10.0) -> None:
-        self._portal.call(self.node.wait_running, timeout)
+    # The faults, blocking: each runs the NetworkNode method of the same name in the loop.
+    kill = _blocking("kill")
+    terminate = _blocking("terminate")
+    pause = _blocking("pause")
+    resume = _blocking("resume")
+    stop = _blocking("stop")
+    restart = _blocking("restart")
+    wait_running = _blocking("wait_running")  # (timeout=10.0)
 
     def make_busy(self, busy: bool = True) -> None:
         self._portal.call(_sync_in_loop, self.node.make_busy, busy)

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from fabstir_sidecar.daemon.dialguard import probe, tcp_target
+from fabstir_sidecar.core.multiaddr import tcp_endpoint, tcp_host_port, tcp_listen_port
+from fabstir_sidecar.daemon.dialguard import probe
 
 
 @pytest.mark.parametrize(
@@ -24,8 +25,17 @@ from fabstir_sidecar.daemon.dialguard import probe, tcp_target
         ("not a multiaddr", None),
     ],
 )
-def test_tcp_target(addr: str, target: tuple[str, int] | None) -> None:
-    assert tcp_target(addr) == target
+def test_tcp_endpoint(addr: str, target: tuple[str, int] | None) -> None:
+    assert tcp_endpoint(addr) == target
+
+
+def test_control_and_listen_shapes() -> None:
+    assert tcp_host_port("/ip4/127.0.0.1/tcp/5") == ("127.0.0.1", 5)
+    assert tcp_host_port("/ip4/127.0.0.1/tcp/5/ws") is None  # a control address is exact
+    assert tcp_host_port("/dns4/localhost/tcp/5") is None
+    assert tcp_listen_port("/ip4/0.0.0.0/tcp/4001/ws") == ("0.0.0.0", 4001)
+    assert tcp_listen_port("/ip4/127.0.0.1/tcp/0") is None  # any port: nothing to check
+    assert tcp_listen_port("/dns4/example.org/tcp/4001") is None
 
 
 @pytest.mark.anyio

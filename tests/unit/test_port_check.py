@@ -8,24 +8,7 @@ import socket
 import pytest
 
 from fabstir_sidecar.core.errors import DaemonStartError
-from fabstir_sidecar.core.multiaddr import tcp_listen_port
 from fabstir_sidecar.daemon.process import check_tcp_ports_free
-
-
-@pytest.mark.parametrize(
-    ("addr", "expected"),
-    [
-        ("/ip4/127.0.0.1/tcp/4001", ("127.0.0.1", 4001)),
-        ("/ip4/0.0.0.0/tcp/4001/ws", ("0.0.0.0", 4001)),
-        ("/ip6/::1/tcp/9", ("::1", 9)),
-        ("/ip4/127.0.0.1/tcp/0", None),
-        ("/ip4/127.0.0.1/udp/4001/quic-v1", None),
-        ("/dns4/example.org/tcp/4001", None),
-        ("not a multiaddr", None),
-    ],
-)
-def test_tcp_listen_port(addr: str, expected: tuple[str, int] | None) -> None:
-    assert tcp_listen_port(addr) == expected
 
 
 def test_a_port_something_listens_on_is_refused() -> None:
