@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec
 
 import anyio
 
@@ -19,6 +19,8 @@ from fabstir_sidecar.rpc.frames import read_buffered_frame, read_frame
 from fabstir_sidecar.wire.framing import encode_json_frame
 from fabstir_sidecar.wire.json_codec import MAX_MESSAGE_SIZE
 from fabstir_sidecar.wire.messages import ErrorMessage
+
+P = ParamSpec("P")
 
 
 class ClientExchange:
@@ -108,20 +110,18 @@ def raise_if_error(frame: Mapping[str, Any], *, peer_id: str) -> None:
         raise RemoteError(err.code, err.message, peer_id=peer_id)
 
 
-async def call(
-    control: DaemonControl,
-    peer_id: str,
-    protocol: str,
-    request: Mapping[str, Any],
-    *,
-    timeout: float,
-    max_size: int = MAX_MESSAGE_SIZE,
-) -> dict[str, Any]:
-    """One request, one response frame (status, discovery, inference)."""
-    exchange = await open_request(
-        control, peer_id, protocol, request, timeout=timeout, max_size=max_size
-    )
-    async with exchange:
-        frame = await exchange.receive()
-    raise_if_error(frame, peer_id=peer_id)
-    return frame
+def _one_frame(
+    open_: Callable[P, Awaitable[ClientExchange]],
+) -> Callable[P, Awaitable[dict[str, Any]]]:
+    async def call(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        """One request, one response frame (status, discovery, inference): the arguments
+        of :func:`open_request`; an ``error`` frame raises (:func:`raise_if_error`)."""
+        async with await open_(*args, **kwargs) as exchange:
+            frame = await exchange.receive()
+        raise_if_error(frame, peer_id=exchange.peer_id)
+        return frame
+
+    return call
+
+
+call = _one_frame(open_request)
