@@ -130,7 +130,7 @@ def check_tcp_ports_free(listen: Sequence[str]) -> None:
                 # into, say) is p2pd's own to report.
                 if exc.errno == errno.EADDRINUSE:
                     raise DaemonStartError(
-                        f"port already in use ({addr}): another process listens on it"
+                        f"port already in use ({addr}): address already in use"
                     ) from exc
 
 

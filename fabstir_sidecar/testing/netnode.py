@@ -43,13 +43,18 @@ def strip_p2p(addr: str) -> str:
     return addr.rpartition("/p2p/")[0] or addr
 
 
-def process_gone(pid: int) -> bool:
-    """True if ``pid`` is no longer running (a zombie counts as gone)."""
+def process_state(pid: int) -> str | None:
+    """The kernel's state letter of ``pid`` (``R``, ``S``, ``T`` stopped...); None if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def process_gone(pid: int) -> bool:
+    """True if ``pid`` is no longer running (a zombie counts as gone)."""
+    return process_state(pid) in (None, "Z", "X")
 
 
 @dataclasses.dataclass(slots=True)
@@ -251,10 +256,14 @@ class NetworkNode:
         pid = self._signal(signal.SIGTERM)
         await self._wait_gone(pid, timeout)
 
-    async def pause(self) -> None:
-        """SIGSTOP the node's p2pd: connections stay open but nothing answers."""
-        self._signal(signal.SIGSTOP)
+    async def pause(self, *, timeout: float = 5.0) -> None:
+        """SIGSTOP the node's p2pd and wait until the kernel has stopped it: connections
+        stay open but nothing answers."""
+        pid = self._signal(signal.SIGSTOP)
         self._paused = True
+        with anyio.fail_after(timeout):
+            while process_state(pid) not in ("T", "t", None):  # noqa: ASYNC110 (no event)
+                await anyio.sleep(0.005)
 
     async def resume(self) -> None:
         """SIGCONT a paused p2pd."""
