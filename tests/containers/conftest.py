@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_docker.plugin import Services, get_docker_services
@@ -170,3 +171,18 @@ def compose(
     docker_services: Services, docker_compose_file: str, docker_compose_project_name: str
 ) -> Compose:
     return Compose(docker_compose_file, docker_compose_project_name)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per container test with its outcome and time, even under ``pytest -q``: CI's
+    output shows that they ran (and how long they took), not only dots."""
+    lines = []
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "tests/containers/" in nodeid and (report.when == "call" or report.skipped):
+                lines.append(f"{nodeid} {outcome.upper()} in {report.duration:.1f}s")
+    if lines:
+        terminalreporter.section("container tests")
+        for line in lines:
+            terminalreporter.write_line(line)
