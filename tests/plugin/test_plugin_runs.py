@@ -172,7 +172,7 @@ def test_leak_check_fails_the_session_and_kills_the_leak(
         test_user=f"""
 import subprocess, tempfile, os
 def test_leaks_a_daemon():
-    d = tempfile.mkdtemp()
+    d = tempfile.mkdtemp(dir=os.getcwd())  # under pytester's own tmp dir, removed with it
     subprocess.Popen([{str(p2pd_binary)!r}, "-listen", f"/unix{{d}}/s.sock",
                       "-bootstrapPeers", "", "-hostAddrs", "/ip4/127.0.0.1/tcp/0"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
