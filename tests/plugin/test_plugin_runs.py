@@ -4,6 +4,7 @@ failing test, after a timed-out test, under xdist; logs in reports; leak check; 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -172,7 +173,8 @@ def test_leak_check_fails_the_session_and_kills_the_leak(
         test_user=f"""
 import subprocess, tempfile, os
 def test_leaks_a_daemon():
-    d = tempfile.mkdtemp(dir=os.getcwd())  # under pytester's own tmp dir, removed with it
+    d = tempfile.mkdtemp()
+    open("leak_dir", "w").write(d)  # for the outer test to remove afterwards
     subprocess.Popen([{str(p2pd_binary)!r}, "-listen", f"/unix{{d}}/s.sock",
                       "-bootstrapPeers", "", "-hostAddrs", "/ip4/127.0.0.1/tcp/0"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -182,6 +184,7 @@ def test_leaks_a_daemon():
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*p2pd processes started by this test session survived it*"])
     assert survivors(run_tag) == set()  # and it was killed
+    shutil.rmtree((pytester.path / "leak_dir").read_text(), ignore_errors=True)  # its socket
 
 
 def test_keep_logs_writes_one_file_per_test(pytester: pytest.Pytester, run_tag: str) -> None:
