@@ -171,13 +171,17 @@ def test_leak_check_fails_the_session_and_kills_the_leak(
 ) -> None:
     pytester.makepyfile(
         test_user=f"""
-import subprocess, tempfile, os
+import subprocess, tempfile, os, time
 def test_leaks_a_daemon():
     d = tempfile.mkdtemp()
     open("leak_dir", "w").write(d)  # for the outer test to remove afterwards
     subprocess.Popen([{str(p2pd_binary)!r}, "-listen", f"/unix{{d}}/s.sock",
                       "-bootstrapPeers", "", "-hostAddrs", "/ip4/127.0.0.1/tcp/0"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(500):  # until it runs: a child still between fork and exec is no p2pd yet
+        if os.path.exists(f"{{d}}/s.sock"):
+            break
+        time.sleep(0.01)
 """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
